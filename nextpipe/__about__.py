@@ -1,0 +1,3 @@
+"""Version of the nextpipe package."""
+
+__version__ = "v0.1.0"

@@ -1,0 +1,15 @@
+"""Constants shared across nextpipe: environment variable names and node states."""
+
+ENV_APP_ID = "NEXTMV_APP_ID"
+"""Environment variable holding the id of the Nextmv application the workflow runs as."""
+
+ENV_RUN_ID = "NEXTMV_RUN_ID"
+"""Environment variable holding the id of the Nextmv run the workflow runs as."""
+
+ENV_LOCAL_APPS = "NEXTPIPE_LOCAL_APPS"
+"""Environment variable mapping app ids to local app directories (``id=dir;id2=dir2``)."""
+
+STATUS_PENDING = "pending"
+STATUS_RUNNING = "running"
+STATUS_SUCCEEDED = "succeeded"
+STATUS_FAILED = "failed"
