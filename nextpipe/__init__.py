@@ -1,0 +1,36 @@
+"""
+nextpipe: decision workflows for Nextmv.
+
+Subclass :class:`FlowSpec`, mark its functions with :func:`step`, connect them
+with :func:`needs`, fan out with :func:`foreach`, collect with :func:`join`,
+repeat with :func:`repeat`, skip with :func:`optional`, and run Nextmv
+applications with :func:`app`.
+"""
+
+from .__about__ import __version__
+from .config import Configuration
+from .decorators import app, foreach, join, needs, optional, repeat, step
+from .flow import FlowGraph, FlowSpec
+from .schema import AppOption, AppRunConfig
+from .utils import log
+
+VERSION = __version__
+"""The version of nextpipe, equal to ``nextpipe.__about__.__version__``."""
+
+__all__ = [
+    "VERSION",
+    "AppOption",
+    "AppRunConfig",
+    "Configuration",
+    "FlowGraph",
+    "FlowSpec",
+    "__version__",
+    "app",
+    "foreach",
+    "join",
+    "log",
+    "needs",
+    "optional",
+    "repeat",
+    "step",
+]

@@ -1,0 +1,61 @@
+"""App runs on Nextmv Cloud, through ``nextmv.cloud.Application``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..utils import log
+
+
+class CloudApp:
+    """
+    A Nextmv Cloud application, as the shared run code uses it.
+
+    Parameters
+    ----------
+    flow_spec : FlowSpec
+        Gives the client (created on first use).
+    app_id : str
+        The application's id.
+    instance_id : str
+        The instance to run; empty for the application's default.
+    """
+
+    where = "Nextmv Cloud"
+
+    def __init__(self, flow_spec: Any, app_id: str, instance_id: str):
+        from nextmv import cloud
+
+        try:
+            client = flow_spec.client
+        except ValueError as error:  # the SDK's "API key is missing"
+            raise RuntimeError(
+                f"app {app_id!r} is not mapped to a local app and no Nextmv API key is configured. "
+                f"Map it to a local app directory with Configuration(local_apps={{{app_id!r}: 'path/to/app'}}) "
+                f"or NEXTPIPE_LOCAL_APPS='{app_id}=path/to/app', or set NEXTMV_API_KEY to run it on Nextmv Cloud."
+            ) from error
+        self.client = client
+        self.sdk_app = cloud.Application(client=client, id=app_id)
+        if instance_id:
+            self.sdk_app.default_instance_id = instance_id
+
+    def new_run(self, **request: Any) -> str:
+        """Start a run; ``request`` holds the keyword arguments of the SDK's ``new_run``."""
+        return self.sdk_app.new_run(**request)
+
+    def run_url(self, run_id: str) -> str:
+        """The run's page in the Nextmv console."""
+        return f"{self.client.console_url}/app/{self.sdk_app.id}/run/{run_id}?view=details"
+
+    def cancel(self, run_id: str) -> None:
+        """Cancel the run on the platform; a failure is logged, never raised."""
+        try:
+            self.sdk_app.cancel_run(run_id)
+            log(f"Canceled run {run_id} of app {self.sdk_app.id}.")
+        except Exception as error:
+            log(f"Could not cancel run {run_id} of app {self.sdk_app.id}: {error}")
+
+    @staticmethod
+    def log_text(entry: Any) -> str:
+        """The text of one live log entry (the SDK's ``TimestampedRunLog``)."""
+        return getattr(entry, "log", str(entry)).rstrip("\n")

@@ -1,0 +1,84 @@
+"""
+What each node of a step receives (the contract's section 3), as a pure function of the finished predecessors.
+
+Every value carries the nodes it came from, so that the uplink can show which
+nodes fed which.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from .graph import FlowNode, FlowStep
+
+# One value a predecessor contributes, with the nodes whose results make it up.
+Contribution = tuple[Any, tuple[FlowNode, ...]]
+
+
+def _contributions(predecessor: FlowStep) -> list[Contribution]:
+    definition = predecessor.definition
+    nodes = predecessor.nodes
+    if predecessor.skipped:
+        return [(None, (nodes[0],))]
+    if definition.is_foreach():
+        if len(nodes) != 1 or not isinstance(nodes[0].result, list):
+            raise Exception(
+                f"Predecessor step {definition.get_id()} declared as 'foreach' must return a list, "
+                f"but returned {[n.result for n in nodes]}"
+            )
+        source = (nodes[0],)
+        return [(item, source) for item in nodes[0].result]
+    if definition.is_repeat():
+        return [([n.result for n in nodes], tuple(nodes))]
+    return [(n.result, (n,)) for n in nodes]
+
+
+def node_inputs(step: FlowStep, flow_input: Any, max_step_inputs: int) -> list[tuple[list[Any], list[FlowNode]]]:
+    """
+    Compute the inputs of a step whose predecessors have all finished.
+
+    Parameters
+    ----------
+    step : FlowStep
+        The step.
+    flow_input : Any
+        The flow's input, received by steps without predecessors.
+    max_step_inputs : int
+        Most inputs a step with predecessors may get.
+
+    Returns
+    -------
+    list of (list, list of FlowNode)
+        One entry per node to create, in node index order: the positional
+        arguments of the call, and the nodes whose results they hold.
+
+    Raises
+    ------
+    Exception
+        When a foreach predecessor did not return a list, or the step would get
+        more than ``max_step_inputs`` inputs.
+    """
+    definition = step.definition
+    if not step.predecessors:
+        elements: list[tuple[Contribution, ...]] = [((flow_input, ()),)]
+    else:
+        elements = list(itertools.product(*(_contributions(p) for p in step.predecessors)))
+
+    if definition.is_join():
+        sources = dict.fromkeys(node for element in elements for _, nodes in element for node in nodes)
+        inputs = [([[[value for value, _ in element] for element in elements]], list(sources))]
+    elif len(step.predecessors) <= 1:  # fast path of fan-outs: one contribution per element
+        inputs = [([value for value, _ in element], list(element[0][1])) for element in elements]
+    else:
+        inputs = [
+            ([value for value, _ in element], list(dict.fromkeys(n for _, nodes in element for n in nodes)))
+            for element in elements
+        ]
+    inputs *= definition.get_repetitions()
+
+    if step.predecessors and len(inputs) > max_step_inputs:
+        raise Exception(
+            f"Step {definition.get_id()} has too many inputs ({len(inputs)}). Maximum allowed is {max_step_inputs}."
+        )
+    return inputs

@@ -1,0 +1,184 @@
+"""
+Scheduling: runs a flow's nodes on a thread pool as their inputs become ready.
+
+The scheduler lives in the thread that called ``run()``. It starts every step
+whose predecessors are done, then blocks on the pool until a node finishes;
+there is no timer on this path. All graph state changes (node creation,
+statuses, results) happen here, so they need no locks; workers only execute.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ._execution import execute_node
+from ._inputs import node_inputs
+from .constants import STATUS_FAILED, STATUS_RUNNING, STATUS_SUCCEEDED
+from .graph import FlowGraph, FlowNode, FlowStep
+from .threads import Job, Pool
+from .utils import log_internal
+
+
+class _NotStarted(Exception):
+    """Raised in a worker for a queued node that must not start because the flow already failed."""
+
+
+class Runner:
+    """
+    Executes a flow's graph.
+
+    Parameters
+    ----------
+    spec : FlowSpec
+        The flow (its ``input`` feeds the start steps; ``self`` steps receive it).
+    graph : FlowGraph
+        The flow's graph.
+    config : Configuration
+        Thread count and input limit.
+    uplink : UplinkClient
+        Receives the node states; does nothing when inactive.
+    """
+
+    def __init__(self, spec: Any, graph: FlowGraph, config: Any, uplink: Any):
+        self.spec = spec
+        self.graph = graph
+        self.config = config
+        self.uplink = uplink
+        self.pool: Pool | None = None
+        self._failed = False
+        self._lock = threading.Lock()
+        self._running: dict[FlowNode, None] = {}  # insertion-ordered set
+        # Cheap no-op when nobody listens: no document is built per node event.
+        self._changed: Callable[[], None] = uplink.notify_changed if uplink is not None and uplink.active else _nothing
+
+    def run(self) -> None:
+        """
+        Run every node of the graph and block until the flow ends.
+
+        Raises
+        ------
+        RuntimeError
+            ``Flow failed: Step <id> failed: <error>`` when a node fails.
+        Exception
+            When a step's inputs cannot be prepared (a foreach step that did not
+            return a list, too many inputs).
+        KeyboardInterrupt
+            Re-raised after running app runs were canceled.
+        """
+        self.pool = Pool(self.config.thread_count)
+        waiting = {step: len(set(step.predecessors)) for step in self.graph.steps}
+        ready = deque(self.graph.start_steps)
+        open_nodes: dict[FlowStep, int] = {}
+        steps_left = len(self.graph.steps)
+        try:
+            while steps_left:
+                while ready:
+                    step = ready.popleft()
+                    open_nodes[step] = self._start_step(step)
+                    if open_nodes[step] == 0:
+                        steps_left -= 1
+                        self._finish_step(step, waiting, ready)
+                if not steps_left:
+                    break
+                job = self.pool.wait_one()
+                node = job.reference
+                self._running.pop(node, None)
+                if job.error is not None:
+                    raise self._node_failure(node, job.error) from job.error
+                self._succeed_node(node, job.result)
+                open_nodes[node.parent] -= 1
+                if open_nodes[node.parent] == 0:
+                    steps_left -= 1
+                    self._finish_step(node.parent, waiting, ready)
+        except BaseException:
+            self._abort()
+            raise
+        finally:
+            self.pool.shutdown(wait=not self._failed)
+
+    def _start_step(self, step: FlowStep) -> int:
+        """Create and submit the step's nodes; return how many are running."""
+        definition = step.definition
+        try:
+            skip = definition.skip()
+        except Exception as error:
+            raise RuntimeError(
+                f"Flow failed: Step {definition.get_id()} failed: its @optional condition raised "
+                f"{type(error).__name__}: {error}"
+            ) from error
+        if skip:
+            step.skipped = True
+            node = FlowNode(step, 0)
+            node.predecessors = [n for p in step.predecessors for n in p.nodes]
+            node.status = STATUS_SUCCEEDED
+            node.done = True
+            step.nodes = [node]
+            self._changed()
+            return 0
+        inputs = node_inputs(step, self.spec.input, self.config.max_step_inputs)
+        nodes = []
+        for index, (_, sources) in enumerate(inputs):
+            node = FlowNode(step, index)
+            node.predecessors = sources
+            nodes.append(node)
+        step.nodes = nodes
+        submit = self.pool.run
+        for node, (args, _) in zip(nodes, inputs, strict=True):
+            self._running[node] = None
+            submit(Job(execute_node, self._node_started, None, (self.spec, node, args), node.id, node))
+        self._changed()
+        return len(nodes)
+
+    def _node_started(self, job: Job) -> None:
+        with self._lock:  # so that no node turns running after _abort marked the flow failed
+            if self._failed:
+                raise _NotStarted()
+            job.reference.status = STATUS_RUNNING
+        self._changed()
+
+    def _succeed_node(self, node: FlowNode, result: Any) -> None:
+        node.result = result
+        node.status = STATUS_SUCCEEDED
+        node.done = True
+        self._changed()
+
+    def _node_failure(self, node: FlowNode, error: BaseException) -> RuntimeError:
+        node.status = STATUS_FAILED
+        node.error = str(error)
+        node.done = True
+        step_id = node.parent.definition.get_id()
+        details = "".join(traceback.format_exception(type(error), error, error.__traceback__.tb_next))
+        log_internal(f"Step {step_id} failed in node {node.id}:\n{details.rstrip()}")
+        return RuntimeError(f"Flow failed: Step {step_id} failed: {error}")
+
+    def _finish_step(self, step: FlowStep, waiting: dict[FlowStep, int], ready: deque) -> None:
+        step.done = True
+        if step.definition.is_app():
+            step.definition.set_run_ids([n.run_id for n in step.nodes if n.run_id])
+        for successor in step.successors:
+            waiting[successor] -= 1
+            if waiting[successor] == 0:
+                ready.append(successor)
+
+    def _abort(self) -> None:
+        """Stop everything after a failure or an interrupt: nothing new starts, running nodes are canceled."""
+        with self._lock:
+            self._failed = True
+        running = list(self._running)
+        for node in running:
+            node.cancel = True
+            node.status = STATUS_FAILED
+            node.error = node.error or "canceled: the flow failed or was interrupted"
+            node.done = True
+        for node in running:
+            if node.cancel_run is not None:
+                node.cancel_run()
+        self._changed()
+
+
+def _nothing() -> None:
+    pass

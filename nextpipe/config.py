@@ -1,0 +1,51 @@
+"""Configuration of a flow's execution."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._dataclass_json import DataClassJsonMixin
+
+
+@dataclass
+class Configuration(DataClassJsonMixin):
+    """
+    How a flow is executed.
+
+    Parameters
+    ----------
+    thread_count : int, default=0
+        Number of worker threads running nodes; 0 means
+        ``nextpipe.threads.DEFAULT_MAX_THREADS`` (24).
+    max_step_inputs : int, default=50
+        Most inputs (and so nodes) a step with predecessors may get; more fails the run.
+    local_apps : dict of str to str, optional
+        Maps app ids to local app directories (holding an ``app.yaml``). App
+        steps of a mapped app run on this machine through ``nextmv.local``
+        instead of Nextmv Cloud. Completes the ``NEXTPIPE_LOCAL_APPS``
+        environment variable and wins over it for an id in both.
+
+    Raises
+    ------
+    ValueError
+        When ``thread_count`` is negative or ``max_step_inputs`` is below 1.
+    """
+
+    thread_count: int = 0
+    max_step_inputs: int = 50
+    local_apps: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.thread_count, bool) or not isinstance(self.thread_count, int) or self.thread_count < 0:
+            raise ValueError(
+                f"Configuration.thread_count must be a whole number of 0 (the default of 24 threads) or more, "
+                f"got {self.thread_count!r}."
+            )
+        if (
+            isinstance(self.max_step_inputs, bool)
+            or not isinstance(self.max_step_inputs, int)
+            or self.max_step_inputs < 1
+        ):
+            raise ValueError(
+                f"Configuration.max_step_inputs must be a whole number of 1 or more, got {self.max_step_inputs!r}."
+            )

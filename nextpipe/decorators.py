@@ -1,0 +1,581 @@
+"""
+Decorators that declare the steps of a flow and how they connect.
+
+``@step`` marks a function of a :class:`~nextpipe.flow.FlowSpec` subclass as a
+step and is always the innermost decorator; the others (``@needs``,
+``@optional``, ``@repeat``, ``@foreach``, ``@join``, ``@app``) are applied on
+top of it in any order and store their settings on the step's :class:`Step`.
+
+Mistakes in a declaration (a decorator below ``@step``, ``@foreach`` without
+parentheses, a repetition count of zero, ...) are recorded where they happen
+and reported, naming the step, when the flow is constructed.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from enum import Enum
+from typing import Any
+
+from .utils import convert_to_string_values
+
+# Attribute under which declaration mistakes are recorded on a function. ``functools.wraps``
+# copies a function's ``__dict__``, so mistakes made below ``@step`` travel to the step.
+DECLARATION_ERRORS_ATTR = "_nextpipe_declaration_errors"
+
+
+class InputType(Enum):
+    """
+    Kind of input of an app step (deprecated: the input decides the kind of run).
+
+    Attributes
+    ----------
+    JSON : int
+        JSON input.
+    FILES : int
+        Multi-file input.
+    """
+
+    JSON = 1
+    FILES = 2
+
+
+class StepType(Enum):
+    """
+    Kind of a step.
+
+    Attributes
+    ----------
+    DEFAULT : int
+        A Python function.
+    APP : int
+        A run of a Nextmv application.
+    """
+
+    DEFAULT = 1
+    APP = 2
+
+
+class Needs:
+    """
+    The predecessors of a step, set by ``@needs``.
+
+    Parameters
+    ----------
+    predecessors : list of Callable
+        The step functions whose results the step receives, in this order.
+    """
+
+    def __init__(self, predecessors: list[Callable]):
+        self.predecessors = predecessors
+
+    def __repr__(self) -> str:
+        return f"StepNeeds({','.join(getattr(p, '__name__', repr(p)) for p in self.predecessors)})"
+
+
+class Optional:
+    """
+    The condition of an optional step, set by ``@optional``.
+
+    Parameters
+    ----------
+    condition : Callable[[Step], bool]
+        Called with the step's :class:`Step` when the step becomes ready; the
+        step is skipped when it returns a falsy value.
+    """
+
+    def __init__(self, condition: Callable[[Step], bool]):
+        self.condition = condition
+
+    def __repr__(self) -> str:
+        return f"StepOnlyIf({self.condition})"
+
+
+class Repeat:
+    """
+    The number of repetitions of a step, set by ``@repeat``.
+
+    Parameters
+    ----------
+    repetitions : int
+        How many times the step runs on the same input.
+    """
+
+    def __init__(self, repetitions: int):
+        self.repetitions = repetitions
+
+    def __repr__(self) -> str:
+        return f"StepRepeat({self.repetitions})"
+
+
+class Foreach:
+    """Marker set by ``@foreach``: each item of the step's list result feeds one run of each successor."""
+
+    def __repr__(self) -> str:
+        return "StepForeach()"
+
+
+class Join:
+    """Marker set by ``@join``: the step receives all of its inputs as one list."""
+
+    def __repr__(self) -> str:
+        return "StepJoin()"
+
+
+class _SdkDefaultPolling:
+    """Stands for ``nextmv.DEFAULT_POLLING_OPTIONS`` in signatures, so that importing nextpipe stays cheap."""
+
+    def __repr__(self) -> str:
+        return "nextmv.DEFAULT_POLLING_OPTIONS"
+
+
+SDK_DEFAULT_POLLING = _SdkDefaultPolling()
+
+
+class App:
+    """
+    The settings of an app step, set by ``@app``.
+
+    Parameters
+    ----------
+    app_id : str
+        Id of the Nextmv application to run.
+    instance_id : str, default=""
+        Id of the instance to run; empty for the application's default.
+    options : dict, optional
+        Run options; values are converted to strings and ``None`` values dropped.
+    input_type : InputType, optional
+        Deprecated and ignored.
+    full_result : bool, default=False
+        Whether the step's result is the whole ``nextmv.RunResult`` instead of its output.
+    run_configuration : nextmv.RunConfiguration, optional
+        Configuration of the run.
+    polling_options : nextmv.PollingOptions, default=nextmv.DEFAULT_POLLING_OPTIONS
+        How to poll for the run's result.
+    bypass_result : Any, optional
+        When set, no run is made and this value is the run's output.
+    emit_live_logs : bool, default=False
+        Whether to relay the run's logs while it runs.
+    """
+
+    def __init__(
+        self,
+        app_id: str,
+        instance_id: str = "",
+        options: dict[str, Any] | None = None,
+        input_type: InputType | None = None,
+        full_result: bool = False,
+        run_configuration: Any = None,
+        polling_options: Any = SDK_DEFAULT_POLLING,
+        bypass_result: Any = None,
+        emit_live_logs: bool = False,
+    ):
+        self.app_id = app_id
+        self.instance_id = instance_id
+        self.options = convert_to_string_values(options or {})
+        self.input_type = input_type
+        self.full_result = full_result
+        self.run_configuration = run_configuration
+        if polling_options is SDK_DEFAULT_POLLING:
+            import nextmv  # deferred: pure-Python flows never pay for the SDK's import
+
+            polling_options = nextmv.DEFAULT_POLLING_OPTIONS
+        self.polling_options = polling_options
+        self.bypass_result = bypass_result
+        self.emit_live_logs = emit_live_logs
+
+    @property
+    def parameters(self) -> dict[str, str]:
+        """dict: Deprecated alias of :attr:`options`."""
+        return self.options
+
+    def __repr__(self) -> str:
+        return f"StepRun({self.app_id}, {self.instance_id}, {self.options}, {self.full_result})"
+
+
+class Step:
+    """
+    The definition of one step: its function and the settings of its decorators.
+
+    Parameters
+    ----------
+    function : Callable
+        The user's function.
+
+    Attributes
+    ----------
+    function : Callable
+        The user's function, called when the step runs (unless it is an app step).
+    type : StepType
+        ``StepType.APP`` once ``@app`` is applied, else ``StepType.DEFAULT``.
+    run_ids : list of str
+        Ids of the app runs the step made in its latest execution.
+    needs, optional, repeat, foreach, join, app
+        The settings of the corresponding decorators, ``None`` when not applied.
+    """
+
+    def __init__(self, function: Callable):
+        self.function = function
+        self.type = StepType.DEFAULT
+        self.run_ids: list[str] = []
+        self.needs: Needs | None = None
+        self.optional: Optional | None = None
+        self.repeat: Repeat | None = None
+        self.foreach: Foreach | None = None
+        self.join: Join | None = None
+        self.app: App | None = None
+
+    def __repr__(self) -> str:
+        parts = [self.get_id()] + [repr(s) for s in (self.needs, self.repeat, self.app) if s is not None]
+        return f"Step({', '.join(parts)})"
+
+    def get_id(self) -> str:
+        """
+        Return the step's id.
+
+        Returns
+        -------
+        str
+            The name of the step's function.
+        """
+        return self.function.__name__
+
+    def is_needs(self) -> bool:
+        """bool: Whether the step has predecessors (``@needs``)."""
+        return self.needs is not None
+
+    def skip(self) -> bool:
+        """
+        Evaluate the ``@optional`` condition.
+
+        Returns
+        -------
+        bool
+            True when the step is optional and its condition returns a falsy value.
+        """
+        return self.optional is not None and not self.optional.condition(self)
+
+    def is_repeat(self) -> bool:
+        """bool: Whether the step is repeated (``@repeat``)."""
+        return self.repeat is not None
+
+    def get_repetitions(self) -> int:
+        """int: The number of repetitions; 1 when the step is not repeated."""
+        return self.repeat.repetitions if self.repeat is not None else 1
+
+    def is_app(self) -> bool:
+        """bool: Whether the step runs a Nextmv application (``@app``)."""
+        return self.type == StepType.APP
+
+    def get_app_id(self) -> str | None:
+        """str or None: The id of the application an app step runs; ``None`` for other steps."""
+        return self.app.app_id if self.app is not None else None
+
+    def set_run_ids(self, run_ids: list[str]) -> None:
+        """
+        Record the ids of the app runs the step made.
+
+        Parameters
+        ----------
+        run_ids : list of str
+            The run ids.
+        """
+        self.run_ids = run_ids
+
+    def get_run_ids(self) -> list[str]:
+        """list of str: The ids of the app runs the step made."""
+        return self.run_ids
+
+    def is_foreach(self) -> bool:
+        """bool: Whether the step fans out over its list result (``@foreach``)."""
+        return self.foreach is not None
+
+    def is_join(self) -> bool:
+        """bool: Whether the step receives all its inputs as one list (``@join``)."""
+        return self.join is not None
+
+
+def _record_error(function: Callable, message: str) -> None:
+    function.__dict__.setdefault(DECLARATION_ERRORS_ATTR, []).append(message)
+
+
+def _step_of(function: Callable, decorator: str) -> Step | None:
+    """The :class:`Step` of a decorated step, or None after recording that ``@step`` is missing below."""
+    definition = getattr(function, "step", None)
+    if isinstance(definition, Step):
+        return definition
+    _record_error(
+        function,
+        f"@{decorator} is applied to a function that is not a step yet: "
+        "@step must be the innermost decorator (the line right above 'def').",
+    )
+    return None
+
+
+def _decorator_misused_without_call(name: str, function: Callable) -> Callable:
+    _record_error(function, f"@{name} must be called: write @{name}(), not @{name}.")
+    return function
+
+
+def step(function: Callable) -> Callable:
+    """
+    Mark a function as a step of a flow.
+
+    ``@step`` must be the innermost decorator; the others go above it.
+
+    Parameters
+    ----------
+    function : Callable
+        The function to run as the step. It receives the step's inputs as
+        positional arguments.
+
+    Returns
+    -------
+    Callable
+        A wrapper carrying the attributes ``step`` (its :class:`Step`) and ``is_step``.
+
+    Examples
+    --------
+    >>> from nextpipe import FlowSpec, step
+    >>> class Flow(FlowSpec):
+    ...     @step
+    ...     def double(data: int) -> int:
+    ...         return data * 2
+    """
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return function(*args, **kwargs)
+
+    wrapper.step = Step(function)
+    wrapper.is_step = True
+    return wrapper
+
+
+def needs(predecessors: list[Callable]) -> Callable[[Callable], Callable]:
+    """
+    Declare the steps that a step runs after and whose results it receives.
+
+    Parameters
+    ----------
+    predecessors : list of Callable
+        Step functions of the same flow. Their results become the step's
+        positional arguments, in this order.
+
+    Returns
+    -------
+    Callable
+        The decorator.
+    """
+
+    def decorator(function: Callable) -> Callable:
+        definition = _step_of(function, "needs")
+        if definition is not None:
+            listed = predecessors if isinstance(predecessors, list | tuple) else [predecessors]
+            definition.needs = Needs(list(listed))
+        return function
+
+    return decorator
+
+
+def optional(condition: Callable[[Step], bool]) -> Callable[[Callable], Callable]:
+    """
+    Run a step only when a condition holds.
+
+    Parameters
+    ----------
+    condition : Callable[[Step], bool]
+        Called with the step's :class:`Step` when the step becomes ready. When
+        it returns a falsy value the step is skipped: it gets one succeeded
+        node whose result is ``None``.
+
+    Returns
+    -------
+    Callable
+        The decorator.
+    """
+
+    def decorator(function: Callable) -> Callable:
+        definition = _step_of(function, "optional")
+        if definition is None:
+            return function
+        if not callable(condition):
+            _record_error(function, f"@optional needs a callable condition, got {condition!r}.")
+        definition.optional = Optional(condition)
+        return function
+
+    return decorator
+
+
+def repeat(repetitions: int) -> Callable[[Callable], Callable]:
+    """
+    Run a step several times on the same input.
+
+    Every successor receives the list of the results as one argument.
+
+    Parameters
+    ----------
+    repetitions : int
+        How many times to run the step (1 or more).
+
+    Returns
+    -------
+    Callable
+        The decorator.
+    """
+
+    def decorator(function: Callable) -> Callable:
+        definition = _step_of(function, "repeat")
+        if definition is None:
+            return function
+        if isinstance(repetitions, bool) or not isinstance(repetitions, int) or repetitions < 1:
+            _record_error(function, f"@repeat needs a whole number of repetitions of 1 or more, got {repetitions!r}.")
+        definition.repeat = Repeat(repetitions)
+        return function
+
+    return decorator
+
+
+def foreach(f: Callable | None = None) -> Callable[[Callable], Callable]:
+    """
+    Fan out over a step's result: each successor runs once per item of the returned list.
+
+    Parameters
+    ----------
+    f : None
+        Not to be given: the decorator is used as ``@foreach()``.
+
+    Returns
+    -------
+    Callable
+        The decorator.
+    """
+    if f is not None:
+        return _decorator_misused_without_call("foreach", f)
+
+    def decorator(function: Callable) -> Callable:
+        definition = _step_of(function, "foreach")
+        if definition is not None:
+            definition.foreach = Foreach()
+        return function
+
+    return decorator
+
+
+def join(f: Callable | None = None) -> Callable[[Callable], Callable]:
+    """
+    Collect a step's inputs: it runs once and receives the list of all of them.
+
+    Each element of that list is itself the list of values one run would have
+    received, so a join after a fan-out over three items receives
+    ``[[r0], [r1], [r2]]``.
+
+    Parameters
+    ----------
+    f : None
+        Not to be given: the decorator is used as ``@join()``.
+
+    Returns
+    -------
+    Callable
+        The decorator.
+    """
+    if f is not None:
+        return _decorator_misused_without_call("join", f)
+
+    def decorator(function: Callable) -> Callable:
+        definition = _step_of(function, "join")
+        if definition is not None:
+            definition.join = Join()
+        return function
+
+    return decorator
+
+
+def app(
+    app_id: str,
+    instance_id: str = "",
+    parameters: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
+    input_type: InputType | None = None,
+    full_result: bool = False,
+    run_configuration: Any = None,
+    polling_options: Any = SDK_DEFAULT_POLLING,
+    bypass_result: Any = None,
+    emit_live_logs: bool = False,
+) -> Callable[[Callable], Callable]:
+    """
+    Run a Nextmv application instead of the step's function.
+
+    The step's single input decides the run: an ``AppRunConfig``, an upstream
+    ``RunResult``, a directory path (multi-file run) or any JSON value.
+
+    Parameters
+    ----------
+    app_id : str
+        Id of the application to run, on Nextmv Cloud or mapped to a local app directory.
+    instance_id : str, default=""
+        Id of the instance to run; empty for the application's default instance.
+    parameters : dict, optional
+        Deprecated alias of ``options``.
+    options : dict, optional
+        Run options. Values are converted to strings; ``None`` values are dropped.
+    input_type : InputType, optional
+        Deprecated and ignored: the input decides whether a run is JSON or multi-file.
+    full_result : bool, default=False
+        Return the whole ``nextmv.RunResult`` instead of its output.
+    run_configuration : nextmv.RunConfiguration, optional
+        Configuration sent with the run.
+    polling_options : nextmv.PollingOptions, default=nextmv.DEFAULT_POLLING_OPTIONS
+        How to poll for the result. With the SDK's default, the first poll is
+        delayed by a random time below 5 s to spread many runs; options you
+        pass are used as given.
+    bypass_result : Any, optional
+        When set, no run is made and the result is a succeeded ``RunResult``
+        with this output (a directory's files are copied).
+    emit_live_logs : bool, default=False
+        Relay the run's logs, with the node id as step name, while it runs.
+
+    Returns
+    -------
+    Callable
+        The decorator.
+
+    Raises
+    ------
+    ValueError
+        When both ``parameters`` and ``options`` are given.
+    """
+    if parameters is not None and options is not None:
+        raise ValueError("You can only use either 'parameters' or 'options', not both.")
+    if parameters is not None or input_type is not None:
+        from nextmv.deprecated import deprecated
+
+        if parameters is not None:
+            deprecated(name="parameters", reason="Use 'options' instead")
+            options = parameters
+        if input_type is not None:
+            deprecated(name="input_type", reason="The input type is derived from the step's input")
+
+    def decorator(function: Callable) -> Callable:
+        definition = _step_of(function, "app")
+        if definition is None:
+            return function
+        if not isinstance(app_id, str) or not app_id.strip():
+            _record_error(function, f"@app needs a non-empty app id, got {app_id!r}.")
+        definition.app = App(
+            app_id=app_id,
+            instance_id=instance_id,
+            options=options,
+            input_type=input_type,
+            full_result=full_result,
+            run_configuration=run_configuration,
+            polling_options=polling_options,
+            bypass_result=bypass_result,
+            emit_live_logs=emit_live_logs,
+        )
+        definition.type = StepType.APP
+        return function
+
+    return decorator

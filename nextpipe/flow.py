@@ -1,0 +1,168 @@
+"""
+Declaring and running a flow.
+
+A flow is a subclass of :class:`FlowSpec` whose ``@step`` functions make up a
+graph (:mod:`nextpipe.graph`) that a :class:`Runner` executes on a thread pool.
+This module keeps the public names of the original ``nextpipe.flow``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ._runner import Runner
+from .config import Configuration
+from .constants import (
+    ENV_APP_ID,
+    ENV_RUN_ID,
+    STATUS_FAILED,
+    STATUS_PENDING,
+    STATUS_RUNNING,
+    STATUS_SUCCEEDED,
+)
+from .graph import FlowDefinitionError, FlowGraph, FlowNode, FlowStep, StepVisitor
+from .uplink import UplinkClient, UplinkConfig
+
+
+class FlowSpec:
+    """
+    Base class of a flow: subclass it and declare the steps as ``@step`` functions.
+
+    The graph is built and checked when the flow is constructed, so declaration
+    mistakes surface here; :meth:`run` executes it.
+
+    Parameters
+    ----------
+    name : str
+        Name of the flow, shown in logs.
+    input : Any
+        The input of the steps without predecessors.
+    conf : Configuration, optional
+        How the flow runs; default ``Configuration()``.
+    client : nextmv.cloud.Client, optional
+        Client for app steps on Nextmv Cloud and for the uplink. Created from
+        ``NEXTMV_API_KEY`` only when first needed, so flows without cloud app
+        steps need no account.
+    uplink_config : UplinkConfig, optional
+        Where to report the flow's state; by default from ``NEXTMV_APP_ID`` and ``NEXTMV_RUN_ID``.
+
+    Examples
+    --------
+    >>> from nextpipe import FlowSpec, needs, step
+    >>> class Flow(FlowSpec):
+    ...     @step
+    ...     def prepare(data: dict) -> dict:
+    ...         return {"value": data["value"] + 1}
+    ...
+    ...     @needs(predecessors=[prepare])
+    ...     @step
+    ...     def double(data: dict) -> int:
+    ...         return data["value"] * 2
+    >>> flow = Flow("flow", {"value": 1})  # doctest: +SKIP
+    >>> flow.run()  # doctest: +SKIP
+    >>> flow.get_result(flow.double)  # doctest: +SKIP
+    4
+    """
+
+    def __init__(
+        self,
+        name: str,
+        input: Any,
+        conf: Configuration | None = None,
+        client: Any = None,
+        uplink_config: UplinkConfig | None = None,
+    ):
+        self.name = name
+        self.input = input
+        self.config = conf if conf is not None else Configuration()
+        self._client = client
+        self.graph = FlowGraph(self)
+        from ._apps import check_local_apps
+
+        self.local_apps = check_local_apps(self.graph, self.config)
+        if uplink_config is None:
+            uplink_config = UplinkConfig(application_id=os.environ.get(ENV_APP_ID), run_id=os.environ.get(ENV_RUN_ID))
+        active = bool(uplink_config.application_id and uplink_config.run_id)
+        self.uplink = UplinkClient(self.client if active else None, uplink_config)
+        self.uplink.follow(self.graph._to_uplink_dto)
+        self.uplink.notify_changed()
+        self.runner = Runner(self, self.graph, self.config, self.uplink)
+
+    @property
+    def client(self) -> Any:
+        """nextmv.cloud.Client: The Nextmv Cloud client, created on first use from the environment."""
+        if self._client is None:
+            from nextmv.cloud import Client
+
+            self._client = Client()
+        return self._client
+
+    @client.setter
+    def client(self, client: Any) -> None:
+        self._client = client
+
+    def __repr__(self) -> str:
+        return f"Flow({self.name})"
+
+    def run(self) -> None:
+        """
+        Execute the flow and block until it ends.
+
+        Raises
+        ------
+        RuntimeError
+            ``Flow failed: Step <id> failed: <error>`` when a step fails; the
+            results of the steps that finished stay readable with :meth:`get_result`.
+        Exception
+            When a step's inputs cannot be prepared (see the user guide's errors page).
+        """
+        self.uplink.run_async()
+        try:
+            self.runner.run()
+        finally:
+            self.uplink.terminate()
+
+    def get_result(self, step: Any) -> Any:
+        """
+        Return the result of a step.
+
+        Parameters
+        ----------
+        step : Callable
+            The step function, e.g. ``flow.prepare``.
+
+        Returns
+        -------
+        Any
+            ``None`` while the step is not done; its result when it ran once;
+            the list of its results (one per node) otherwise.
+
+        Raises
+        ------
+        Exception
+            When ``step`` is not a step function.
+        """
+        definition = getattr(step, "step", None)
+        if definition is None or not hasattr(step, "is_step"):
+            raise Exception(f"Step {step} does not have a step decorator.")
+        flow_step = self.graph.get_step(definition)
+        if not flow_step.done:
+            return None
+        nodes = flow_step.nodes
+        return nodes[0].result if len(nodes) == 1 else [n.result for n in nodes]
+
+
+__all__ = [
+    "STATUS_FAILED",
+    "STATUS_PENDING",
+    "STATUS_RUNNING",
+    "STATUS_SUCCEEDED",
+    "FlowDefinitionError",
+    "FlowGraph",
+    "FlowNode",
+    "FlowSpec",
+    "FlowStep",
+    "Runner",
+    "StepVisitor",
+]
