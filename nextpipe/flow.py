@@ -23,6 +23,7 @@ from .constants import (
 )
 from .graph import FlowDefinitionError, FlowGraph, FlowNode, FlowStep, StepVisitor
 from .uplink import UplinkClient, UplinkConfig
+from .utils import log_internal
 
 
 class FlowSpec:
@@ -83,8 +84,14 @@ class FlowSpec:
         self.local_apps = check_local_apps(self.graph, self.config)
         if uplink_config is None:
             uplink_config = UplinkConfig(application_id=os.environ.get(ENV_APP_ID), run_id=os.environ.get(ENV_RUN_ID))
-        active = bool(uplink_config.application_id and uplink_config.run_id)
-        self.uplink = UplinkClient(self.client if active else None, uplink_config)
+        uplink_client = None
+        if uplink_config.application_id and uplink_config.run_id:
+            try:
+                uplink_client = self.client
+            except ValueError as error:  # no API key: report nothing rather than fail the flow
+                log_internal(f"Not reporting the flow's state to the platform: {error}")
+                uplink_config = UplinkConfig()
+        self.uplink = UplinkClient(uplink_client, uplink_config)
         self.uplink.follow(self.graph._to_uplink_dto)
         self.uplink.notify_changed()
         self.runner = Runner(self, self.graph, self.config, self.uplink)
