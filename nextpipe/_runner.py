@@ -129,7 +129,7 @@ class Runner:
         submit = self.pool.run
         for node, (args, _) in zip(nodes, inputs, strict=True):
             self._running[node] = None
-            submit(Job(execute_node, self._node_started, None, (self.spec, node, args), node.id, node))
+            submit(Job(execute_node, self._node_started, self._node_done, (self.spec, node, args), node.id, node))
         self._changed()
         return len(nodes)
 
@@ -139,6 +139,12 @@ class Runner:
                 raise _NotStarted()
             job.reference.status = STATUS_RUNNING
         self._changed()
+
+    def _node_done(self, job: Job) -> None:
+        # Runs in the worker before it takes its next job, so queued nodes see the failure at once.
+        if job.error is not None:
+            with self._lock:
+                self._failed = True
 
     def _succeed_node(self, node: FlowNode, result: Any) -> None:
         node.result = result
