@@ -24,7 +24,7 @@ def chain_flow(n: int) -> type[FlowSpec]:
     previous = None
     for i in range(n):
 
-        def noop(*args):
+        def noop(*args, i=i):
             return i
 
         noop.__name__ = f"s{i}"
@@ -61,7 +61,7 @@ def wide_flow(n: int) -> type[FlowSpec]:
     starts = []
     for i in range(n):
 
-        def noop(_input):
+        def noop(_input, i=i):
             return i
 
         noop.__name__ = f"w{i}"
