@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import json
 import os
 import random
 import shutil
@@ -24,6 +25,8 @@ from .local import LocalApp
 INITIAL_DELAY_SPREAD = 5.0
 # How long the live log relay may outlive the run's result.
 LOG_RELAY_GRACE = 2.0
+# How often a poll that read a half-written local run state is tried in all.
+TORN_READ_RETRIES = 20
 _FINAL_FAILURE_STATES = ("failed", "canceled")
 
 
@@ -98,6 +101,22 @@ def _relay_logs(app: CloudApp | LocalApp, run_id: str, node: FlowNode, polling: 
     except Exception as error:  # logs are a convenience: never fail the node for them
         if not node.cancel:
             log(f"Live logs of run {run_id} stopped: {error}", step_name=node.id)
+
+
+def _result_with_polling(
+    app: CloudApp | LocalApp, run_id: str, polling: nextmv.PollingOptions, output_dir: str
+) -> nextmv.RunResult:
+    # A local run's executor rewrites its state file in place, so a poll may read it half-written.
+    for attempt in range(TORN_READ_RETRIES):
+        try:
+            return app.sdk_app.run_result_with_polling(
+                run_id=run_id, polling_options=polling, output_dir_path=output_dir
+            )
+        except json.JSONDecodeError:
+            polling.initial_delay = 0.05
+            if attempt + 1 == TORN_READ_RETRIES:
+                raise
+    raise AssertionError("unreachable")
 
 
 def run_app(flow_spec: Any, node: FlowNode, app_input: Any) -> Any:
@@ -210,7 +229,7 @@ def _run(
         )
         relay.start()
     try:
-        result = app.sdk_app.run_result_with_polling(run_id=run_id, polling_options=polling, output_dir_path=output_dir)
+        result = _result_with_polling(app, run_id, polling, output_dir)
     except AttributeError:
         # The SDK's poll returns None when our stop callback fired, then fails reading it.
         if node.cancel:
