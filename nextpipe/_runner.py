@@ -41,6 +41,11 @@ class Runner:
         Thread count and input limit.
     uplink : UplinkClient
         Receives the node states; does nothing when inactive.
+
+    Attributes
+    ----------
+    pool : Pool or None
+        The thread pool of the latest run.
     """
 
     def __init__(self, spec: Any, graph: FlowGraph, config: Any, uplink: Any):

@@ -10,6 +10,13 @@ ENV_LOCAL_APPS = "NEXTPIPE_LOCAL_APPS"
 """Environment variable mapping app ids to local app directories (``id=dir;id2=dir2``)."""
 
 STATUS_PENDING = "pending"
+"""A node that has not started yet."""
+
 STATUS_RUNNING = "running"
+"""A node that is executing."""
+
 STATUS_SUCCEEDED = "succeeded"
+"""A node that finished (or a skipped optional step's node)."""
+
 STATUS_FAILED = "failed"
+"""A node that raised, whose app run failed, or that was stopped because the flow failed."""

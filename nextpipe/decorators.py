@@ -23,6 +23,7 @@ from .utils import convert_to_string_values
 # Attribute under which declaration mistakes are recorded on a function. ``functools.wraps``
 # copies a function's ``__dict__``, so mistakes made below ``@step`` travel to the step.
 DECLARATION_ERRORS_ATTR = "_nextpipe_declaration_errors"
+"""Name of the function attribute listing its declaration mistakes, reported when the flow is constructed."""
 
 
 class InputType(Enum):
@@ -131,6 +132,7 @@ class _SdkDefaultPolling:
 
 
 SDK_DEFAULT_POLLING = _SdkDefaultPolling()
+"""Default of ``polling_options``: resolved to ``nextmv.DEFAULT_POLLING_OPTIONS`` when an app step is declared."""
 
 
 class App:

@@ -48,6 +48,23 @@ class FlowSpec:
     uplink_config : UplinkConfig, optional
         Where to report the flow's state; by default from ``NEXTMV_APP_ID`` and ``NEXTMV_RUN_ID``.
 
+    Attributes
+    ----------
+    name : str
+        Name of the flow.
+    input : Any
+        The flow's input.
+    config : Configuration
+        How the flow runs.
+    graph : FlowGraph
+        The flow's steps and, once it ran, their nodes.
+    local_apps : dict of str to str
+        App ids of the flow's app steps that run locally, mapped to their directories.
+    uplink : UplinkClient
+        Reports the flow's state to the platform (inactive outside a Nextmv run).
+    runner : Runner
+        Executes the graph.
+
     Examples
     --------
     >>> from nextpipe import FlowSpec, needs, step

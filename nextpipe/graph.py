@@ -87,6 +87,9 @@ class FlowStep:
         Neighbouring steps, predecessors in ``@needs`` order.
     nodes : list of FlowNode
         The step's executions, created when the step becomes ready.
+    call_mode : str
+        How the function is called: ``"inputs"`` (with its inputs), ``"none"``
+        (no parameters) or ``"flow"`` (``self`` first).
     """
 
     def __init__(self, step_function: ast.FunctionDef | None, definition: Step, docstring: str | None):
@@ -136,6 +139,8 @@ class FlowNode:
     cancel : bool
         Set when the flow failed or was interrupted while the node ran; an app
         node stops polling and cancels its run.
+    cancel_run : Callable or None
+        Set by an app node while its run is in progress: cancels the run.
     """
 
     def __init__(self, parent: FlowStep, index: int):

@@ -93,6 +93,11 @@ class Pool:
     ----------
     max_threads : int, default=0
         Most worker threads; ``0`` or less means :data:`DEFAULT_MAX_THREADS`.
+
+    Attributes
+    ----------
+    threads_started : int
+        How many worker threads the pool started so far.
     """
 
     def __init__(self, max_threads: int = 0):

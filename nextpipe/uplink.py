@@ -29,12 +29,17 @@ UPDATE_INTERVAL = 5
 MAX_DOCS_LENGTH = 1000
 """Longest step documentation sent; longer text is cut and suffixed with ``...``."""
 
-# The final state is retried this many times with doubling pauses, within this many seconds.
 FINAL_UPDATE_ATTEMPTS = 6
+"""Most attempts to deliver the final state, with doubling pauses between them."""
+
 FINAL_UPDATE_FIRST_PAUSE = 0.25
+"""Seconds between the first and the second attempt to deliver the final state."""
+
 FINAL_UPDATE_DEADLINE = 6.0
-# Upper bound of one request of the uplink (the SDK's default is 20 s).
+"""Seconds after which no new attempt to deliver the final state starts."""
+
 REQUEST_TIMEOUT = 5.0
+"""Upper bound in seconds of one request of the uplink (the SDK's default is 20 s)."""
 
 
 def _without_none(data: dict[str, Any]) -> dict[str, Any]:
@@ -199,6 +204,8 @@ class UplinkClient:
         How many update documents were built from the flow's state.
     updates_sent : int
         How many updates the platform accepted.
+    failed_updates : int
+        How many updates in a row failed.
     """
 
     def __init__(self, client: Any, config: UplinkConfig):
