@@ -140,13 +140,15 @@ def measure(make, n: int, repeats: int = 3) -> tuple[float, int]:
 
 
 def peak_rss_growth_mb(n: int) -> float:
+    # In a fresh process, read VmHWM (peak RSS) from /proc: ru_maxrss would carry the parent's peak over exec.
     code = (
-        "import resource, contextlib, io, sys; sys.path.insert(0, 'benchmarks');"
+        "import contextlib, io, sys; sys.path.insert(0, 'benchmarks');"
         "from bench_runner import fanout_flow; from nextpipe import Configuration;"
-        f"cls = fanout_flow({n}); before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        "hwm = lambda: int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]);"
+        f"cls = fanout_flow({n}); before = hwm();"
         "ctx = contextlib.redirect_stderr(io.StringIO()); ctx.__enter__();"
         f"f = cls('bench', {n}, conf=Configuration(max_step_inputs=10**9)); f.run();"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)"
+        "print((hwm() - before) / 1024)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip())
