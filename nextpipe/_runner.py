@@ -1,10 +1,12 @@
 """
 Scheduling: runs a flow's nodes on a thread pool as their inputs become ready.
 
-The scheduler lives in the thread that called ``run()``. It starts every step
-whose predecessors are done, then blocks on the pool until a node finishes;
-there is no timer on this path. All graph state changes (node creation,
-statuses, results) happen here, so they need no locks; workers only execute.
+Scheduling is driven by node completions, with no timer anywhere: the thread
+that called ``run()`` starts the start steps and then sleeps on an event; the
+worker that finishes a node records its result and starts every step that this
+makes ready, then takes the next job itself (so a chain never waits for a
+thread hand-off). All scheduling state changes under one lock. A failure or an
+interrupt wakes the calling thread, which cancels what still runs and raises.
 """
 
 from __future__ import annotations
@@ -54,9 +56,14 @@ class Runner:
         self.config = config
         self.uplink = uplink
         self.pool: Pool | None = None
+        self._lock = threading.Lock()  # guards all scheduling state below; held by whoever schedules
         self._failed = False
-        self._lock = threading.Lock()
-        self._running: dict[FlowNode, None] = {}  # insertion-ordered set
+        self._error: BaseException | None = None
+        self._ended = threading.Event()
+        self._waiting: dict[FlowStep, int] = {}  # predecessor steps not done yet
+        self._open_nodes: dict[FlowStep, int] = {}  # nodes of a started step not finished yet
+        self._steps_left = 0
+        self._running: dict[FlowNode, None] = {}  # submitted nodes not finished: an insertion-ordered set
         # Cheap no-op when nobody listens: no document is built per node event.
         self._changed: Callable[[], None] = uplink.notify_changed if uplink is not None and uplink.active else _nothing
 
@@ -75,35 +82,45 @@ class Runner:
             Re-raised after running app runs were canceled.
         """
         self.pool = Pool(self.config.thread_count)
-        waiting = {step: len(set(step.predecessors)) for step in self.graph.steps}
-        ready = deque(self.graph.start_steps)
-        open_nodes: dict[FlowStep, int] = {}
-        steps_left = len(self.graph.steps)
+        self._failed = False
+        self._error = None
+        self._ended = threading.Event()
+        self._waiting = {step: len(set(step.predecessors)) for step in self.graph.steps}
+        self._open_nodes = {}
+        self._steps_left = len(self.graph.steps)
         try:
-            while steps_left:
-                while ready:
-                    step = ready.popleft()
-                    open_nodes[step] = self._start_step(step)
-                    if open_nodes[step] == 0:
-                        steps_left -= 1
-                        self._finish_step(step, waiting, ready)
-                if not steps_left:
-                    break
-                job = self.pool.wait_one()
-                node = job.reference
-                self._running.pop(node, None)
-                if job.error is not None:
-                    raise self._node_failure(node, job.error) from job.error
-                self._succeed_node(node, job.result)
-                open_nodes[node.parent] -= 1
-                if open_nodes[node.parent] == 0:
-                    steps_left -= 1
-                    self._finish_step(node.parent, waiting, ready)
+            with self._lock:
+                self._start_steps(self.graph.start_steps)
+            self._ended.wait()
+            if self._error is not None:
+                raise self._error
         except BaseException:
             self._abort()
             raise
         finally:
             self.pool.shutdown(wait=not self._failed)
+
+    def _start_steps(self, steps: list[FlowStep]) -> None:
+        """Start steps whose predecessors are done, and every step that becomes ready through them (lock held)."""
+        finished: deque[FlowStep] = deque()
+        for step in steps:
+            if self._start_step(step) == 0:
+                finished.append(step)
+        while finished:
+            step = finished.popleft()
+            self._finish_step(step)
+            for successor in step.successors:
+                self._waiting[successor] -= 1
+                if self._waiting[successor] == 0 and self._start_step(successor) == 0:
+                    finished.append(successor)
+        if self._steps_left == 0:
+            self._ended.set()
+
+    def _finish_step(self, step: FlowStep) -> None:
+        step.done = True
+        self._steps_left -= 1
+        if step.definition.is_app():
+            step.definition.set_run_ids([n.run_id for n in step.nodes if n.run_id])
 
     def _start_step(self, step: FlowStep) -> int:
         """Create and submit the step's nodes; return how many are running."""
@@ -131,6 +148,7 @@ class Runner:
             node.predecessors = sources
             nodes.append(node)
         step.nodes = nodes
+        self._open_nodes[step] = len(nodes)
         submit = self.pool.run
         for node, (args, _) in zip(nodes, inputs, strict=True):
             self._running[node] = None
@@ -146,10 +164,31 @@ class Runner:
         self._changed()
 
     def _node_done(self, job: Job) -> None:
-        # Runs in the worker before it takes its next job, so queued nodes see the failure at once.
-        if job.error is not None:
-            with self._lock:
+        # Runs in the worker that ran the node: it schedules what becomes ready and then takes the
+        # next job itself, so a chain hands no work between threads and a failure stops queued nodes at once.
+        node = job.reference
+        with self._lock:
+            if self._failed:  # the flow is ending; late results are not recorded
+                return
+            self._running.pop(node, None)
+            try:
+                if job.error is not None:
+                    raise self._node_failure(node, job.error) from job.error
+                self._succeed_node(node, job.result)
+                step = node.parent
+                self._open_nodes[step] -= 1
+                if self._open_nodes[step] == 0:
+                    self._finish_step(step)
+                    ready = []
+                    for successor in step.successors:
+                        self._waiting[successor] -= 1
+                        if self._waiting[successor] == 0:
+                            ready.append(successor)
+                    self._start_steps(ready)
+            except BaseException as error:
                 self._failed = True
+                self._error = error
+                self._ended.set()
 
     def _succeed_node(self, node: FlowNode, result: Any) -> None:
         node.result = result
@@ -165,15 +204,6 @@ class Runner:
         details = "".join(traceback.format_exception(type(error), error, error.__traceback__.tb_next))
         log_internal(f"Step {step_id} failed in node {node.id}:\n{details.rstrip()}")
         return RuntimeError(f"Flow failed: Step {step_id} failed: {error}")
-
-    def _finish_step(self, step: FlowStep, waiting: dict[FlowStep, int], ready: deque) -> None:
-        step.done = True
-        if step.definition.is_app():
-            step.definition.set_run_ids([n.run_id for n in step.nodes if n.run_id])
-        for successor in step.successors:
-            waiting[successor] -= 1
-            if waiting[successor] == 0:
-                ready.append(successor)
 
     def _abort(self) -> None:
         """Stop everything after a failure or an interrupt: nothing new starts, running nodes are canceled."""
