@@ -55,6 +55,10 @@ class CloudApp:
         except Exception as error:
             log(f"Could not cancel run {run_id} of app {self.sdk_app.id}: {error}")
 
+    def failure_details(self, run_id: str) -> str:
+        """Nothing to add: the platform's error text says why a cloud run failed."""
+        return ""
+
     @staticmethod
     def log_text(entry: Any) -> str:
         """The text of one live log entry (the SDK's ``TimestampedRunLog``)."""

@@ -6,6 +6,9 @@ from typing import Any
 
 from ..utils import log
 
+FAILURE_LOG_LINES = 10
+"""How many of its last log lines a failed local run's error shows."""
+
 
 class LocalApp:
     """
@@ -43,6 +46,15 @@ class LocalApp:
     def cancel(self, run_id: str) -> None:
         """The SDK cannot stop a local run: polling stops and the run is left to finish on its own."""
         log(f"Stopped waiting for local run {run_id} of app {self.app_id}.")
+
+    def failure_details(self, run_id: str) -> str:
+        """The end of a failed local run's logs (the SDK's error text is generic) and where to read them all."""
+        try:
+            lines = self.sdk_app.run_logs(run_id).rstrip().splitlines()[-FAILURE_LOG_LINES:]
+        except Exception:  # the logs are a help for the reader, never a second failure
+            lines = []
+        tail = "".join(f"\n  {line}" for line in lines)
+        return f"{tail}\n(logs: {self.run_url(run_id)}/logs)"
 
     @staticmethod
     def log_text(entry: Any) -> str:

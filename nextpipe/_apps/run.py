@@ -242,7 +242,9 @@ def _run(
 
     status = _status(result)
     if status in _FINAL_FAILURE_STATES:
-        error = result.metadata.error or getattr(result, "error_log", None) or "no error message"
+        error_log = getattr(result, "error_log", None)
+        error = result.metadata.error or getattr(error_log, "error", None) or "no error message"
+        error += app.failure_details(run_id)
         node.error = error
         raise RuntimeError(f"run {run_id} of app {app_id} ended {status}: {error}")
     return result
