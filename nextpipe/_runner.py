@@ -12,6 +12,7 @@ interrupt wakes the calling thread, which cancels what still runs and raises.
 from __future__ import annotations
 
 import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable
@@ -23,6 +24,9 @@ from .constants import STATUS_FAILED, STATUS_RUNNING, STATUS_SUCCEEDED
 from .graph import FlowGraph, FlowNode, FlowStep
 from .threads import Job, Pool
 from .utils import log_internal
+
+RUN_CREATION_GRACE = 5.0
+"""Most seconds a failing flow waits for app runs being created, so that it can cancel them."""
 
 
 class _NotStarted(Exception):
@@ -215,6 +219,11 @@ class Runner:
             node.status = STATUS_FAILED
             node.error = node.error or "canceled: the flow failed or was interrupted"
             node.done = True
+        # A run still being created is canceled by its own worker as soon as it exists: wait for that, briefly.
+        deadline = time.monotonic() + RUN_CREATION_GRACE
+        for node in running:
+            if node.run_created is not None:
+                node.run_created.wait(max(0.0, deadline - time.monotonic()))
         for node in running:
             if node.cancel_run is not None:
                 node.cancel_run()

@@ -141,6 +141,8 @@ class FlowNode:
         node stops polling and cancels its run.
     cancel_run : Callable or None
         Set by an app node while its run is in progress: cancels the run.
+    run_created : threading.Event or None
+        Set by an app node while it creates its run; the event is set once the run exists (or creation failed).
     """
 
     def __init__(self, parent: FlowStep, index: int):
@@ -156,6 +158,8 @@ class FlowNode:
         self.cancel = False
         # Set by an app node while its run is in progress: cancels the run on the platform.
         self.cancel_run: Callable[[], None] | None = None
+        # Set by an app node while it creates its run, so that a failing flow can wait to cancel it.
+        self.run_created: threading.Event | None = None
 
     def __repr__(self) -> str:
         return f"FlowNode({self.id})"

@@ -284,20 +284,23 @@ class UplinkClient:
         with self._condition:
             self._stopping = True
             self._condition.notify()
+        # One budget for everything below, so that a platform that never answers delays the flow's end boundedly.
+        deadline = time.monotonic() + FINAL_UPDATE_DEADLINE
         if self._thread is not None:
-            self._thread.join(timeout=REQUEST_TIMEOUT)
+            self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
             self._thread = None
         gave_up = self.failed_updates > FAILED_UPDATES_THRESHOLD
-        deadline = time.monotonic() + FINAL_UPDATE_DEADLINE
         pause = FINAL_UPDATE_FIRST_PAUSE
         for attempt in range(1 if gave_up else FINAL_UPDATE_ATTEMPTS):
-            if self._send(self._current()):
-                return
-            if attempt + 1 < FINAL_UPDATE_ATTEMPTS and time.monotonic() + pause < deadline:
-                time.sleep(pause)
-                pause *= 2
-            else:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 break
+            if self._send(self._current(), timeout=min(REQUEST_TIMEOUT, remaining)):
+                return
+            if attempt + 1 == FINAL_UPDATE_ATTEMPTS or time.monotonic() + pause >= deadline:
+                break
+            time.sleep(pause)
+            pause *= 2
         log_internal("Could not deliver the flow's final state to the platform.")
 
     def _current(self) -> FlowUpdateDTO | None:
@@ -309,16 +312,22 @@ class UplinkClient:
         self.updates_built += 1
         return self._source()
 
-    def _send(self, update: FlowUpdateDTO | None) -> bool:
+    def _send(self, update: FlowUpdateDTO | None, timeout: float = REQUEST_TIMEOUT) -> bool:
         if update is None:
             return True
-        with self._send_lock:
+        if not self._send_lock.acquire(timeout=timeout):  # the loop's request still hangs
+            return False
+        try:
+            if hasattr(self.client, "timeout"):
+                self.client.timeout = timeout
             try:
                 self.client.request(method="PUT", endpoint=self._endpoint, payload=update.to_dict())
             except Exception as error:  # any failure is the platform's, never the flow's
                 self.failed_updates += 1
                 log_internal(f"Failed to update the flow's state on the platform ({type(error).__name__}): {error}")
                 return False
+        finally:
+            self._send_lock.release()
         self.failed_updates = 0
         self.updates_sent += 1
         return True

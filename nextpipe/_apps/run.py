@@ -10,9 +10,11 @@ import random
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import nextmv
+import pydantic
 
 from ..constants import ENV_APP_ID, ENV_RUN_ID
 from ..graph import FlowNode
@@ -69,9 +71,9 @@ def _bypassed_result(app_id: str, instance_id: str, output: Any) -> nextmv.RunRe
         output_size=0,
         status_v2=nextmv.StatusV2.succeeded,
     )
-    return nextmv.RunResult(
-        id="bypassed-run", name="bypassed-run", description="", user_email="", metadata=metadata, output=output
-    )
+    result = nextmv.RunResult(id="bypassed-run", name="bypassed-run", description="", user_email="", metadata=metadata)
+    result.output = output  # assigned, not validated: a bypass output may be any value, not only a dict
+    return result
 
 
 def _copy_tree(source: str, destination: str) -> None:
@@ -82,6 +84,17 @@ def _copy_tree(source: str, destination: str) -> None:
 def _status(result: nextmv.RunResult) -> str:
     status = result.metadata.status_v2
     return getattr(status, "value", str(status))
+
+
+def _once(action: Callable[[], None]) -> Callable[[], None]:
+    """A callable doing ``action`` the first time only, whichever thread calls it (the worker or the runner)."""
+    first = threading.Lock()
+
+    def call() -> None:
+        if first.acquire(blocking=False):
+            action()
+
+    return call
 
 
 def _open_app(flow_spec: Any, app_id: str, instance_id: str) -> CloudApp | LocalApp:
@@ -205,18 +218,27 @@ def _run(
     request: dict[str, Any] = {"options": options, "name": name, "description": description}
     if isinstance(app_input, str) and os.path.isdir(app_input):
         request["input_dir_path"] = app_input
-    else:
+    elif isinstance(app_input, dict | str | nextmv.Input | pydantic.BaseModel):
         request["input"] = app_input
+    else:
+        # The SDK would silently send such an input as null.
+        raise TypeError(
+            f"the input of app {app_id} must be a JSON object (dict), a string, a directory path, an AppRunConfig "
+            f"or an upstream RunResult; got {type(app_input).__name__}"
+        )
     if run_configuration is not None:
         request["configuration"] = run_configuration
+    node.run_created = threading.Event()  # the runner waits on it before it gives up on this run
     try:
         run_id = app.new_run(**request)
+        node.run_id = run_id
+        node.cancel_run = _once(lambda: app.cancel(run_id))
+        if node.cancel:  # the flow stopped while the run was being created
+            node.cancel_run()
     except TypeError as error:
         raise TypeError(f"the input of app {app_id} cannot be sent as JSON: {error}") from error
-    node.run_id = run_id
-    node.cancel_run = lambda: app.cancel(run_id)
-    if node.cancel:  # the flow stopped while the run was being created
-        app.cancel(run_id)
+    finally:
+        node.run_created.set()
     log(f"Started run {run_id} of app {app_id} on {app.where}: {app.run_url(run_id)}")
     if flow_spec.uplink.active:
         flow_spec.uplink.notify_changed()
