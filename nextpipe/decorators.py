@@ -315,9 +315,19 @@ def _step_of(function: Callable, decorator: str) -> Step | None:
     return None
 
 
-def _decorator_misused_without_call(name: str, function: Callable) -> Callable:
-    _record_error(function, f"@{name} must be called: write @{name}(), not @{name}.")
-    return function
+def _marker_decorator(name: str, f: Callable | None, marker: type) -> Callable:
+    """The decorator of ``@foreach()`` / ``@join()``; ``f`` is set when the parentheses were forgotten."""
+    if f is not None:
+        _record_error(f, f"@{name} must be called: write @{name}(), not @{name}.")
+        return f
+
+    def decorator(function: Callable) -> Callable:
+        definition = _step_of(function, name)
+        if definition is not None:
+            setattr(definition, name, marker())
+        return function
+
+    return decorator
 
 
 def step(function: Callable) -> Callable:
@@ -453,16 +463,7 @@ def foreach(f: Callable | None = None) -> Callable[[Callable], Callable]:
     Callable
         The decorator.
     """
-    if f is not None:
-        return _decorator_misused_without_call("foreach", f)
-
-    def decorator(function: Callable) -> Callable:
-        definition = _step_of(function, "foreach")
-        if definition is not None:
-            definition.foreach = Foreach()
-        return function
-
-    return decorator
+    return _marker_decorator("foreach", f, Foreach)
 
 
 def join(f: Callable | None = None) -> Callable[[Callable], Callable]:
@@ -483,16 +484,7 @@ def join(f: Callable | None = None) -> Callable[[Callable], Callable]:
     Callable
         The decorator.
     """
-    if f is not None:
-        return _decorator_misused_without_call("join", f)
-
-    def decorator(function: Callable) -> Callable:
-        definition = _step_of(function, "join")
-        if definition is not None:
-            definition.join = Join()
-        return function
-
-    return decorator
+    return _marker_decorator("join", f, Join)
 
 
 def app(
