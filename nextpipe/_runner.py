@@ -85,7 +85,7 @@ class Runner:
         KeyboardInterrupt
             Re-raised after running app runs were canceled.
         """
-        self.pool = Pool(self.config.thread_count)
+        self.pool = Pool(self.config.thread_count, keep_finished=False)  # completions arrive by done callback
         self._failed = False
         self._error = None
         self._ended = threading.Event()

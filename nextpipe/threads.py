@@ -93,6 +93,8 @@ class Pool:
     ----------
     max_threads : int, default=0
         Most worker threads; ``0`` or less means :data:`DEFAULT_MAX_THREADS`.
+    keep_finished : bool, default=True
+        Whether finished jobs are kept for :meth:`wait_one`; without, only their done callbacks tell.
 
     Attributes
     ----------
@@ -100,10 +102,11 @@ class Pool:
         How many worker threads the pool started so far.
     """
 
-    def __init__(self, max_threads: int = 0):
+    def __init__(self, max_threads: int = 0, *, keep_finished: bool = True):
         self.max_threads = max_threads if max_threads > 0 else DEFAULT_MAX_THREADS
         self._work: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
-        self._finished: queue.SimpleQueue[Job] = queue.SimpleQueue()
+        # Finished jobs wait here for wait_one(); a submitter that learns of them from done callbacks opts out.
+        self._finished: queue.SimpleQueue[Job] | None = queue.SimpleQueue() if keep_finished else None
         self._lock = threading.Lock()
         self._all_done = threading.Condition(self._lock)
         self._workers: list[threading.Thread] = []
@@ -142,6 +145,8 @@ class Pool:
         Job or None
             The finished job, each one returned once; ``None`` when ``timeout`` passed first.
         """
+        if self._finished is None:
+            raise RuntimeError("this pool does not keep finished jobs (keep_finished=False)")
         try:
             return self._finished.get(timeout=timeout)
         except queue.Empty:
@@ -212,4 +217,5 @@ class Pool:
                     self._outstanding -= 1
                     if self._outstanding == 0:
                         self._all_done.notify_all()
-                self._finished.put(job)
+                if self._finished is not None:
+                    self._finished.put(job)

@@ -120,16 +120,14 @@ def _result_with_polling(
     app: CloudApp | LocalApp, run_id: str, polling: nextmv.PollingOptions, output_dir: str
 ) -> nextmv.RunResult:
     # A local run's executor rewrites its state file in place, so a poll may read it half-written.
-    for attempt in range(TORN_READ_RETRIES):
+    for _ in range(TORN_READ_RETRIES - 1):
         try:
             return app.sdk_app.run_result_with_polling(
                 run_id=run_id, polling_options=polling, output_dir_path=output_dir
             )
         except json.JSONDecodeError:
             polling.initial_delay = 0.05
-            if attempt + 1 == TORN_READ_RETRIES:
-                raise
-    raise AssertionError("unreachable")
+    return app.sdk_app.run_result_with_polling(run_id=run_id, polling_options=polling, output_dir_path=output_dir)
 
 
 def run_app(flow_spec: Any, node: FlowNode, app_input: Any) -> Any:
