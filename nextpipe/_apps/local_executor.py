@@ -1,9 +1,10 @@
 """
-The executor of a local run as nextpipe starts it: the SDK's ``nextmv.local.executor`` with two changes.
+The executor of a local run as nextpipe starts it: the SDK's ``nextmv.local.executor`` with three changes.
 
 - Every file the app wrote or changed under its solutions directory is an output, whatever its name, as on
   Nextmv Cloud. (The SDK leaves out files named like an input file, a statistics, metrics or assets file, or a
   file of the app's source anywhere in it.)
+- The run's metadata holds its output size (the SDK records it, then overwrites it with 0).
 - SIGTERM, which nextpipe sends to stop a run, unwinds the executor, so that its working copy of the app is
   removed.
 
@@ -16,9 +17,12 @@ import shutil
 import signal
 
 from nextmv.local import executor
+from nextmv.local.local import calculate_files_size
 from nextmv.manifest import MANIFEST_FILE_NAME, Manifest, find_files
+from nextmv.output import OUTPUTS_KEY, SOLUTIONS_KEY
 
 _sdk_process_run_output = executor.process_run_output
+_sdk_process_run_information = executor._process_run_information
 _working_copy = ""  # the run's copy of the app (the app's working directory), known once the app ran
 
 
@@ -26,6 +30,12 @@ def _process_run_output(**arguments) -> None:
     global _working_copy
     _working_copy = arguments["temp_src"]
     _sdk_process_run_output(**arguments)
+
+
+def _process_run_information(run_id: str, run_dir: str, result: object) -> None:
+    solutions = os.path.join(run_dir, OUTPUTS_KEY, SOLUTIONS_KEY)
+    calculate_files_size(run_dir, run_id, solutions, metadata_key="output_size")
+    _sdk_process_run_information(run_id=run_id, run_dir=run_dir, result=result)
 
 
 def _copy_outputs(
@@ -57,4 +67,5 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _stop)
     executor.process_run_output = _process_run_output
     executor._copy_new_or_modified_files = _copy_outputs
+    executor._process_run_information = _process_run_information
     executor.main()
