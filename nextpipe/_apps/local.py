@@ -2,10 +2,10 @@
 App runs on this machine, through ``nextmv.local.Application``: no account and no network needed.
 
 A local run behaves as the same run on Nextmv Cloud: inputs are sent as the cloud path sends them, every
-output file comes back, the result's metadata names the app. The SDK starts each run's executor detached, in a
-new session, and keeps no handle on it; nextpipe starts its own executor (``local_executor.py``) in its place
-and keeps the process, so that a run can be stopped (its whole process group ends and its state reads
-``canceled``) and an executor that dies is noticed instead of polled forever.
+output file comes back, the result's metadata names the app. The SDK starts each run's executor detached, in
+a new session, and keeps no handle on it; for the runs it creates, nextpipe starts its own executor
+(``local_executor.py``) in its place and keeps the process, so that a run can be stopped (its whole process
+group ends and its state reads ``canceled``) and an executor that dies is noticed instead of polled forever.
 """
 
 from __future__ import annotations
@@ -39,21 +39,24 @@ STOP_GRACE = 2.0
 TORN_READ_RETRIES = 20
 """How often a read of a run's state is tried in all: the executor rewrites the file in place."""
 _FINAL = {"succeeded", "failed", "canceled"}
-_started = threading.local()  # the executor process the SDK started last in this thread
+_started = threading.local()  # in a thread creating a run for nextpipe: ``waiting``, then the executor ``process``
 
 
 class _Subprocess:
-    """Stands in for ``subprocess`` in ``nextmv.local.runner``: starts nextpipe's executor and keeps its process."""
+    """
+    Stands in for ``subprocess`` in ``nextmv.local.runner``: for a run nextpipe creates, it starts nextpipe's
+    executor and keeps its process; other runs (a program's own use of the SDK) start as the SDK starts them.
+    """
 
     def __getattr__(self, name: str) -> Any:
         return getattr(subprocess, name)
 
     @staticmethod
     def Popen(args: list[str], **options: Any) -> subprocess.Popen:  # noqa: N802 (the name the SDK calls)
-        if args[-1] == _SDK_EXECUTOR:
-            args = [*args[:-1], _EXECUTOR]
-        process = subprocess.Popen(args, **options)
-        _started.process = process
+        ours = getattr(_started, "waiting", False) and args[-1] == _SDK_EXECUTOR
+        process = subprocess.Popen([*args[:-1], _EXECUTOR] if ours else args, **options)
+        if ours:
+            _started.process = process
         return process
 
 
@@ -105,8 +108,11 @@ class LocalApp:
         elif isinstance(value, str):
             request["input"] = value
             request["configuration"] = _text_configuration(request.get("configuration"))
-        _started.process = None
-        run_id = self.sdk_app.new_run(**request)
+        _started.waiting, _started.process = True, None
+        try:
+            run_id = self.sdk_app.new_run(**request)
+        finally:
+            _started.waiting = False
         if _started.process is None:
             raise RuntimeError(f"this nextmv version ({nextmv.__version__}) starts local runs in an unknown way")
         self._executors[run_id] = _started.process
