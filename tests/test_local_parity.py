@@ -266,3 +266,30 @@ def test_polling_options_given_are_honoured_for_every_backend(backend: str) -> N
     polling = _polling_options(node, given, CloudApp if backend == "cloud" else LocalApp)
     assert polling is not given and polling.sleep_duration_func is None
     assert (polling.initial_delay, polling.delay, polling.backoff, polling.jitter) == (0.7, 3, 0.5, 0.2)
+
+
+class NotJsonFlow(FlowSpec):
+    @step
+    def prepare(data: dict) -> dict:
+        return {"nested": {1, 2}}
+
+    @app(app_id="probe", polling_options=fast_polling(60))
+    @needs(predecessors=[prepare])
+    @step
+    def probe() -> None:
+        pass
+
+
+def test_input_that_is_not_json_fails_alike_and_makes_no_run(
+    platform_env: PlatformEmulator, apps: dict[str, str]
+) -> None:
+    runs = pathlib.Path(apps["probe"]) / ".nextmv" / "runs"
+    runs_before = set(runs.iterdir()) if runs.exists() else set()
+    errors = []
+    for conf in (Configuration(local_apps=apps), None):
+        with pytest.raises(RuntimeError, match=r"^Flow failed: Step probe failed: ") as raised:
+            NotJsonFlow("not json", {}, conf=conf).run()
+        errors.append(str(raised.value))
+    assert errors[0] == errors[1] and "the input of app probe cannot be sent as JSON" in errors[0]
+    assert platform_env.runs_for("probe") == []
+    assert (set(runs.iterdir()) if runs.exists() else set()) == runs_before
