@@ -175,7 +175,7 @@ def test_app_needs_an_app_id(app_id):
     def solve(x):
         return x
 
-    with pytest.raises(FlowDefinitionError, match=r"Step solve: @app needs a non-empty app id"):
+    with pytest.raises(FlowDefinitionError, match=r"Step solve: @app: app_id must be a non-empty string"):
         construct(solve=solve)
 
 
