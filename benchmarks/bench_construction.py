@@ -27,7 +27,8 @@ def chain_source(n: int) -> str:
     lines = ["from nextpipe import FlowSpec, needs, step", "", "", "class Flow(FlowSpec):"]
     lines += ["    @step", "    def s0(data):", '        """The first link."""', "        return data", ""]
     for i in range(1, n):
-        lines += [f"    @needs(predecessors=[s{i - 1}])", "    @step", f"    def s{i}(value):", "        return value", ""]
+        lines += [f"    @needs(predecessors=[s{i - 1}])", "    @step", f"    def s{i}(value):"]
+        lines += ["        return value", ""]
     return "\n".join(lines)
 
 

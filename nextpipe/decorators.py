@@ -360,7 +360,7 @@ def _flag_if_uncalled(decorator: Callable, argument: Any, name: str, usage: str)
     report it instead of silently losing the step.
     """
     if callable(argument):
-        setattr(decorator, UNCALLED_DECORATOR_ATTR, f"@{name} is used without its arguments: write {usage}.")
+        setattr(decorator, UNCALLED_DECORATOR_ATTR, f"@{name} is used without its call: write {usage}.")
     return decorator
 
 
@@ -457,7 +457,7 @@ def needs(predecessors: list[Callable]) -> Callable[[Callable], Callable]:
             definition.needs = Needs(listed)
         return function
 
-    return _flag_if_uncalled(decorator, predecessors, "needs", "@needs(predecessors=[...]) with a list of steps")
+    return _flag_if_uncalled(decorator, predecessors, "needs", "@needs(predecessors=[prepare])")
 
 
 def optional(condition: Callable[[Step], bool]) -> Callable[[Callable], Callable]:

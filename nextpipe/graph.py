@@ -286,7 +286,7 @@ def _declared_steps(flow_class: type) -> list[Step]:
             continue
         uncalled = getattr(value, UNCALLED_DECORATOR_ATTR, None)
         if uncalled:
-            raise FlowDefinitionError(f"Step {name}: {uncalled} Without them, {name} is no step and never runs.")
+            raise FlowDefinitionError(f"Step {name}: {uncalled} Used so, {name} is not a step and would never run.")
         errors = getattr(value, DECLARATION_ERRORS_ATTR, None)
         if errors:
             if not getattr(value, "is_step", False):
