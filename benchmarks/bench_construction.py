@@ -14,6 +14,7 @@ import contextlib
 import importlib.util
 import itertools
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -98,6 +99,30 @@ def main() -> None:
             )
     ratio = results["chain", 1000]["first"] / results["chain", 100]["first"]
     print(f"first construction, chain 1000 / chain 100: {ratio:.1f}x (linear: 10x)")
+    print(f"of which logging the graph, chain 1000: {log_seconds(chain_source(1000)):.4f} s")
+    print(f"nextmv version lookup, once per process: {version_lookup_seconds():.4f} s")
+
+
+def log_seconds(source: str) -> float:
+    """Best seconds of writing a constructed flow's log lines (to /dev/null)."""
+    with tempfile.TemporaryDirectory(prefix="nextpipe-bench-") as directory:
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
+            flow = import_flow_class(source, directory)("bench", 1)
+            best = float("inf")
+            for _ in range(3):
+                start = time.perf_counter()
+                flow.graph._log_definition(type(flow))
+                best = min(best, time.perf_counter() - start)
+    return best
+
+
+def version_lookup_seconds() -> float:
+    """Seconds of the first lookup in a fresh process (the lookup is cached afterwards)."""
+    code = (
+        "import time; from nextpipe.graph import _nextmv_version; t = time.perf_counter(); _nextmv_version();"
+        "print(time.perf_counter() - t)"
+    )
+    return min(float(subprocess.check_output([sys.executable, "-c", code], text=True)) for _ in range(3))
 
 
 if __name__ == "__main__":

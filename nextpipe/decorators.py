@@ -450,6 +450,8 @@ def needs(predecessors: list[Callable]) -> Callable[[Callable], Callable]:
     """
 
     listed = list(predecessors) if isinstance(predecessors, list | tuple) else [predecessors]
+    # In the class body, a step under @staticmethod is still the staticmethod object.
+    listed = [p.__func__ if isinstance(p, staticmethod) else p for p in listed]
 
     def decorator(function: Callable) -> Callable:
         definition = _step_of(function, "needs")

@@ -282,6 +282,8 @@ def _declared_steps(flow_class: type) -> list[Step]:
     names_by_id: dict[str, str] = {}
     steps: dict[Step, None] = {}
     for name, value in by_name.items():
+        if isinstance(value, staticmethod):  # @staticmethod above @step: the step is the function inside
+            value = value.__func__
         if not callable(value):
             continue
         uncalled = getattr(value, UNCALLED_DECORATOR_ATTR, None)

@@ -489,3 +489,38 @@ def test_app_settings_object_checks_its_arguments():
 def test_decorator_applied_to_something_without_attributes():
     with pytest.raises(TypeError, match=r"^@needs is applied to a function that is not a step yet"):
         needs(predecessors=[source])(5)
+
+
+def test_staticmethod_steps_work_in_either_order():
+    class Static(FlowSpec):
+        @staticmethod
+        @step
+        def first(x):
+            return x + 1
+
+        @needs(predecessors=[first])
+        @step
+        @staticmethod
+        def second(x):
+            return x * 2
+
+    flow = Static("static", 1)
+    assert [s.step_function.name for s in flow.graph.steps] == ["first", "second"]
+    flow.run()
+    assert flow.get_result(flow.second) == 4
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"conf": {"thread_count": 2}},
+            r"^Flow bad: conf must be a Configuration, e.g. Configuration\(thread_count=4\)",
+        ),
+        ({"uplink_config": {"application_id": "a"}}, r"^Flow bad: uplink_config must be an UplinkConfig"),
+    ],
+)
+def test_flow_arguments_of_the_wrong_type(kwargs, message):
+    flow_class = type("BadFlow", (FlowSpec,), {"source": source})
+    with pytest.raises(TypeError, match=message):
+        flow_class("bad", 1, **kwargs)
