@@ -6,9 +6,12 @@ step and is always the innermost decorator; the others (``@needs``,
 ``@optional``, ``@repeat``, ``@foreach``, ``@join``, ``@app``) are applied on
 top of it in any order and store their settings on the step's :class:`Step`.
 
-Mistakes in a declaration (a decorator below ``@step``, ``@foreach`` without
-parentheses, a repetition count of zero, ...) are recorded where they happen
-and reported, naming the step, when the flow is constructed.
+Mistakes in a declaration (a decorator below ``@step``, ``@repeat`` or
+``@foreach`` without its call, a repetition count of zero, ``options`` that are
+not a dict, ...) are recorded where they happen and reported, naming the step,
+when the flow is constructed. What cannot carry a record raises ``TypeError``
+at once: ``@step`` on an ``async def`` function or on a callable without a
+name, ``@foreach(5)``.
 """
 
 from __future__ import annotations

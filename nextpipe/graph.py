@@ -214,15 +214,14 @@ def _function_defs(functions: list[Callable]) -> list[ast.FunctionDef | None]:
     files: dict[str, dict[tuple[int, str], ast.AST]] = {}
     found = []
     for function in functions:
-        code = getattr(inspect.unwrap(function), "__code__", None)
+        target = inspect.unwrap(function)  # the user's own def, also under @staticmethod or functools.wraps
+        code = getattr(target, "__code__", None)
         if code is None:
             found.append(None)
             continue
         definitions = files.get(code.co_filename)
         if definitions is None:
-            definitions = files[code.co_filename] = _definitions_in_file(
-                code.co_filename, getattr(function, "__globals__", {})
-            )
+            definitions = files[code.co_filename] = _definitions_in_file(code.co_filename, target.__globals__)
         found.append(definitions.get((code.co_firstlineno, code.co_name)))
     return found
 
