@@ -286,10 +286,10 @@ def _declared_steps(flow_class: type) -> list[Step]:
         if not callable(value):
             continue
         uncalled = getattr(value, UNCALLED_DECORATOR_ATTR, None)
-        if uncalled:
+        if isinstance(uncalled, str):  # (a mock class attribute answers any attribute: not a flag)
             raise FlowDefinitionError(f"Step {name}: {uncalled} Used so, {name} is not a step and would never run.")
         errors = getattr(value, DECLARATION_ERRORS_ATTR, None)
-        if errors:
+        if errors and isinstance(errors, list):
             if not getattr(value, "is_step", False):
                 errors = [*errors, "It is not a step at all: add @step right above 'def'."]
             raise FlowDefinitionError(f"Step {name}: " + " ".join(errors))

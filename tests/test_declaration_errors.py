@@ -524,3 +524,10 @@ def test_flow_arguments_of_the_wrong_type(kwargs, message):
     flow_class = type("BadFlow", (FlowSpec,), {"source": source})
     with pytest.raises(TypeError, match=message):
         flow_class("bad", 1, **kwargs)
+
+
+def test_class_attributes_that_answer_any_attribute_are_not_mistaken_for_steps():
+    from unittest import mock
+
+    flow = construct(source=source, client_factory=mock.MagicMock())
+    assert [s.definition.get_id() for s in flow.graph.steps] == ["source"]
