@@ -117,7 +117,7 @@ def log_seconds(source: str) -> float:
 
 
 def version_lookup_seconds() -> float:
-    """Seconds of the first lookup in a fresh process (the lookup is cached afterwards)."""
+    """Seconds of the first lookup in a fresh process (cached afterwards)."""
     code = (
         "import time; from nextpipe.graph import _nextmv_version; t = time.perf_counter(); _nextmv_version();"
         "print(time.perf_counter() - t)"

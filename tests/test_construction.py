@@ -6,8 +6,10 @@ import ast
 import base64
 import importlib.util
 import inspect
+import json
+import subprocess
 import sys
-from importlib.metadata import version
+import textwrap
 
 import nextmv
 import pytest
@@ -43,7 +45,7 @@ def test_construction_log_lines_in_order(capfd):
     expected = [
         "[nextpipe] Flow: Documented",
         f"[nextpipe] nextpipe: {nextpipe.__version__}",
-        f"[nextpipe] nextmv: {version('nextmv')}",
+        f"[nextpipe] nextmv: {nextmv.__version__}",
         "[nextpipe] Flow graph steps:",
         "[nextpipe] Step:",
         "[nextpipe]   Definition: Step(prepare)",
@@ -211,24 +213,29 @@ def test_steps_without_source_have_no_parsed_definition():
     assert flow.graph.steps[0].docstring == "First."
 
 
-def test_nextmv_version_is_looked_up_once_per_process(monkeypatch):
-    import importlib.metadata
+def test_nextmv_version_is_read_once_per_process_without_importing_the_sdk():
+    code = textwrap.dedent(
+        """
+        import json, sys
+        from nextpipe import FlowSpec, step
+        from nextpipe.graph import _nextmv_version
 
-    calls = []
-    real_version = importlib.metadata.version
+        class Pure(FlowSpec):
+            @step
+            def only(data):
+                return data
 
-    def counting_version(name):
-        calls.append(name)
-        return real_version(name)
-
-    monkeypatch.setattr(importlib.metadata, "version", counting_version)
-    graph_module._nextmv_version.cache_clear()
-    try:
-        Documented("one", 1)
-        Documented("two", 1)
-    finally:
-        graph_module._nextmv_version.cache_clear()
-    assert calls == ["nextmv"]
+        Pure("one", 1)
+        Pure("two", 1)
+        imported = sorted(m for m in sys.modules if m == "nextmv" or m.startswith("nextmv."))
+        print(json.dumps({"version": _nextmv_version(), "misses": _nextmv_version.cache_info().misses,
+                          "imported": imported}))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    result = json.loads(done.stdout)
+    assert result == {"version": nextmv.__version__, "misses": 1, "imported": []}
+    assert f"[nextpipe] nextmv: {nextmv.__version__}\n" in done.stderr
 
 
 def test_parameter_check_follows_wrapped_functions_and_signatures():
