@@ -101,6 +101,7 @@ def main() -> None:
     print(f"first construction, chain 1000 / chain 100: {ratio:.1f}x (linear: 10x)")
     print(f"of which logging the graph, chain 1000: {log_seconds(chain_source(1000)):.4f} s")
     print(f"nextmv version lookup, once per process: {version_lookup_seconds():.4f} s")
+    print(f"first construction of chain 50 in a fresh process: {fresh_process_seconds(50):.4f} s")
 
 
 def log_seconds(source: str) -> float:
@@ -123,6 +124,20 @@ def version_lookup_seconds() -> float:
         "print(time.perf_counter() - t)"
     )
     return min(float(subprocess.check_output([sys.executable, "-c", code], text=True)) for _ in range(3))
+
+
+def fresh_process_seconds(n: int) -> float:
+    """Best seconds of the first construction of an n-step chain in a fresh process (one-time costs included)."""
+    code = (
+        "import contextlib, os, sys, tempfile, time; sys.path.insert(0, sys.argv[1]);"
+        "from bench_construction import chain_source, import_flow_class;"
+        f"d = tempfile.mkdtemp(); flow_class = import_flow_class(chain_source({n}), d);"
+        "devnull = open(os.devnull, 'w'); ctx = contextlib.redirect_stderr(devnull); ctx.__enter__();"
+        "t = time.perf_counter(); flow_class('bench', 1); print(time.perf_counter() - t, file=sys.__stdout__)"
+    )
+    here = os.path.dirname(os.path.abspath(__file__))
+    runs = [subprocess.check_output([sys.executable, "-c", code, here], text=True) for _ in range(3)]
+    return min(float(out) for out in runs)
 
 
 if __name__ == "__main__":
