@@ -187,7 +187,7 @@ class FlowNode:
         return f"FlowNode({self.id})"
 
 
-def _definitions_in_file(filename: str, module_globals: dict[str, Any]) -> dict[tuple[int, str], ast.AST]:
+def _definitions_in_file(filename: str, module_globals: dict[str, Any] | None) -> dict[tuple[int, str], ast.AST]:
     """Every function definition of a source file, by (first line with its decorators, name); empty without source."""
     linecache.checkcache(filename)  # re-read a file edited since it was cached, as inspect does
     lines = linecache.getlines(filename, module_globals)
@@ -224,7 +224,8 @@ def _function_defs(functions: list[Callable]) -> list[ast.FunctionDef | None]:
             continue
         definitions = files.get(code.co_filename)
         if definitions is None:
-            definitions = files[code.co_filename] = _definitions_in_file(code.co_filename, target.__globals__)
+            module_globals = getattr(target, "__globals__", None)
+            definitions = files[code.co_filename] = _definitions_in_file(code.co_filename, module_globals)
         found.append(definitions.get((code.co_firstlineno, code.co_name)))
     return found
 
