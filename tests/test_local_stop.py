@@ -8,6 +8,8 @@ reads ``canceled`` (or ``failed``), and that no temporary directory is left behi
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import pathlib
 import shutil
@@ -167,3 +169,34 @@ def test_local_run_whose_executor_dies_fails_instead_of_polling_forever(probe: s
     assert wait_until(lambda: not any(alive(pid) for pid in processes)), "the app outlived its executor"
     (node,) = flow.graph.get_step(flow.slow.step).nodes
     assert error.run_id == node.run_id and recorded_status(probe, node.run_id) == "failed"
+
+
+def children() -> set[int]:
+    """This process's children."""
+    pids = set()
+    for task in pathlib.Path("/proc/self/task").iterdir():
+        pids.update(int(pid) for pid in (task / "children").read_text().split())
+    return pids
+
+
+def command(pid: int) -> str:
+    """The command line of a process (empty while it is being started)."""
+    with contextlib.suppress(FileNotFoundError):
+        return pathlib.Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ").strip()
+    return ""
+
+
+def test_a_programs_own_sdk_runs_keep_the_sdk_executor(probe: str) -> None:
+    import nextpipe._apps.local  # noqa: F401 (puts its stand-in for subprocess into the SDK)
+
+    sdk_app = nextmv.local.Application(src=probe)
+    before = children()
+    run_id = sdk_app.new_run(input={"a": 1})
+    (executor,) = children() - before
+    assert wait_until(lambda: command(executor) != "", timeout=10)
+    assert command(executor).endswith("/nextmv/local/executor.py")
+    for _ in range(20):  # let it finish: the SDK's executor rewrites the run's state in place
+        with contextlib.suppress(json.JSONDecodeError):
+            result = sdk_app.run_result_with_polling(run_id, POLLING, output_dir_path=None)
+            break
+    assert result.output["solution"]["stdin"] == '{"a": 1}'
