@@ -26,6 +26,7 @@ from emulator_fixtures import fast_polling  # noqa: E402
 from platform_emulator import PlatformEmulator  # noqa: E402
 
 from nextpipe import AppRunConfig, Configuration, FlowSpec, app, foreach, needs, step  # noqa: E402
+from nextpipe._apps.cloud import CloudApp  # noqa: E402
 from nextpipe._apps.local import LocalApp  # noqa: E402
 from nextpipe._apps.run import _polling_options  # noqa: E402
 from nextpipe.flow import FlowNode  # noqa: E402
@@ -259,8 +260,6 @@ def test_local_run_with_default_polling_chooses_no_random_delay(
 
 @pytest.mark.parametrize("backend", ["cloud", "local"])
 def test_polling_options_given_are_honoured_for_every_backend(backend: str) -> None:
-    from nextpipe._apps.cloud import CloudApp
-
     node = FlowNode(DefaultPollingFlow("shape", None).graph.steps[0], 0)
     given = nextmv.PollingOptions(initial_delay=0.7, delay=3, backoff=0.5, jitter=0.2, max_duration=9)
     polling = _polling_options(node, given, CloudApp if backend == "cloud" else LocalApp)
