@@ -14,6 +14,8 @@ import os
 import pathlib
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -200,3 +202,43 @@ def test_a_programs_own_sdk_runs_keep_the_sdk_executor(probe: str) -> None:
             result = sdk_app.run_result_with_polling(run_id, POLLING, output_dir_path=None)
             break
     assert result.output["solution"]["stdin"] == '{"a": 1}'
+
+
+ORPHAN_SCRIPT = """
+import sys
+
+import nextmv
+
+from nextpipe import Configuration, FlowSpec, app, step
+
+
+class Orphan(FlowSpec):
+    @app(app_id="probe", polling_options=nextmv.PollingOptions(initial_delay=0, delay=0.05, backoff=0, jitter=0))
+    @step
+    def slow() -> None:
+        pass
+
+
+Orphan("orphan", {"pid_file": sys.argv[2], "sleep": 120}, conf=Configuration(local_apps={"probe": sys.argv[1]})).run()
+"""
+
+
+def test_local_run_stops_when_the_flow_process_is_killed(
+    probe: str, tmp_path: pathlib.Path, temp_dirs: dict[str, pathlib.Path]
+) -> None:
+    script, pid_file = tmp_path / "orphan.py", tmp_path / "pid"
+    script.write_text(ORPHAN_SCRIPT)
+    flow_process = subprocess.Popen(
+        [sys.executable, str(script), probe, str(pid_file)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        processes = run_processes(pid_file)
+    finally:
+        flow_process.kill()  # no chance to stop anything itself
+        flow_process.wait()
+    assert wait_until(lambda: not any(alive(pid) for pid in processes)), "the run outlived its flow's process"
+    (run_id,) = [run.name for run in (pathlib.Path(probe) / ".nextmv" / "runs").iterdir()]
+    assert recorded_status(probe, run_id) == "canceled"
+    # The executor removed its copy of the app; the killed flow's own empty output directory stays (nothing of
+    # that process ran to remove it).
+    assert [p.name for p in temp_dirs["executors"].iterdir() if not p.name.startswith("nextpipe_output_")] == []

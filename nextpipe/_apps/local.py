@@ -28,6 +28,7 @@ from nextmv.local import runner
 from nextmv.local.local import NEXTMV_DIR, RUNS_KEY
 
 from ..utils import log
+from .local_executor import FINAL_STATES, record_end
 
 FAILURE_LOG_LINES = 10
 """How many of its last log lines a failed local run's error shows."""
@@ -38,7 +39,6 @@ STOP_GRACE = 2.0
 """Seconds a stopped run's processes get to end on SIGTERM before they are killed."""
 TORN_READ_RETRIES = 20
 """How often a read of a run's state is tried in all: the executor rewrites the file in place."""
-_FINAL = {"succeeded", "failed", "canceled"}
 _started = threading.local()  # in a thread creating a run for nextpipe: ``waiting``, then the executor ``process``
 
 
@@ -153,10 +153,11 @@ class LocalApp:
                 # The executor ended; it records the run's final state before it does.
                 with self._stopping:
                     state = self._state(run_id)
-                    if state is None or state["metadata"]["status_v2"] not in _FINAL:
+                    if state is None or state["metadata"]["status_v2"] not in FINAL_STATES:
                         _end_processes(executor)  # the app may outlive a killed executor
                         code = executor.returncode
-                        self._record(run_id, "failed", f"its executor process ended (exit code {code}) unfinished")
+                        error = f"its executor process ended (exit code {code}) unfinished"
+                        record_end(self._state_file(run_id), "failed", error)
                 result = self.sdk_app.run_result(run_id, output_dir_path=output_dir)
                 break
         result.console_url = self.run_url(run_id)
@@ -190,7 +191,7 @@ class LocalApp:
         with self._stopping:
             before = self._state(run_id)
             _end_processes(self._executors[run_id])
-            self._record(run_id, "canceled", "", before)
+            record_end(self._state_file(run_id), "canceled", "", before)
         log(f"Canceled local run {run_id} of app {self.app_id}.")
 
     def failure_details(self, run_id: str, logs_shown: bool = False) -> str:
@@ -234,17 +235,6 @@ class LocalApp:
             except OSError:
                 return None
         return None
-
-    def _record(self, run_id: str, status: str, error: str, fallback: dict[str, Any] | None = None) -> None:
-        """Record an unfinished run as ended (``status``); ``fallback`` stands in for a state left half-written."""
-        state = self._state(run_id) or copy.deepcopy(fallback)
-        if state is None or state["metadata"]["status_v2"] in _FINAL:
-            return
-        state["metadata"].update(status_v2=status, error=error)
-        path = self._state_file(run_id)
-        with open(f"{path}.nextpipe", "w", encoding="utf-8") as file:
-            json.dump(state, file, indent=2)
-        os.replace(f"{path}.nextpipe", path)  # a poll reads the old state or the new one, never a mix
 
 
 def _text_configuration(configuration: Any) -> nextmv.RunConfiguration:
