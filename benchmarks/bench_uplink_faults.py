@@ -86,8 +86,8 @@ def end_wait(context: ssl.SSLContext, fault, interrupt: bool) -> float:
 
 
 def main() -> None:
-    print(f"FINAL_UPDATE_DEADLINE = {nextpipe.uplink.FINAL_UPDATE_DEADLINE} s, ", end="")
-    print(f"REQUEST_TIMEOUT = {nextpipe.uplink.REQUEST_TIMEOUT} s, UPDATE_INTERVAL = {nextpipe.uplink.UPDATE_INTERVAL} s")
+    uplink = nextpipe.uplink
+    print(f"FINAL_UPDATE_DEADLINE = {uplink.FINAL_UPDATE_DEADLINE} s, REQUEST_TIMEOUT = {uplink.REQUEST_TIMEOUT} s")
     with tempfile.TemporaryDirectory() as folder:
         context = tls_context(folder)
         print(f"{'fault (over https)':<26} {'end of run':>11} {'Ctrl-C':>9}")
