@@ -187,3 +187,18 @@ def test_uplink_puts_the_client_headers_and_body_over_https(tls_emu: PlatformEmu
     assert put.headers["authorization"] == f"Bearer {API_KEY}"
     assert put.headers["content-type"].startswith("application/json")
     assert uplink.changed is False and uplink.flow == update.to_dict()
+
+
+def test_a_flow_run_twice_reports_both_runs_over_https(tls_emu: PlatformEmulator) -> None:
+    class Twice(FlowSpec):
+        @step
+        def a(data):
+            return data + 1
+
+    flow = Twice("twice", 1, client=client_for(tls_emu), uplink_config=UplinkConfig(WF_APP, WF_RUN))
+    for run in (1, 2):
+        flow.run()
+        assert flow.get_result(flow.a) == 2
+        assert nodes_by_id(last_graph(tls_emu))["a_0"]["status"] == "succeeded"
+        assert flow.uplink.updates_sent == len(tls_emu.flow_updates) >= run
+    assert {r.status for r in flow_puts(tls_emu)} == {204}
