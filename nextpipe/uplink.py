@@ -343,7 +343,7 @@ class UplinkClient:
             if self._thread is not None:
                 return
             self._stop = threading.Event()
-            self._thread = self._start(self._send_loop)
+            self._thread = self._start(self._send_loop, self._stop)
 
     def terminate(self) -> None:
         """
@@ -367,8 +367,8 @@ class UplinkClient:
         if thread.is_alive():
             log_internal(f"Gave up delivering the flow's final state after {FINAL_UPDATE_DEADLINE:g} s.")
 
-    def _start(self, target: Callable[[], None]) -> threading.Thread:
-        thread = threading.Thread(target=target, name="nextpipe-uplink", daemon=True)
+    def _start(self, target: Callable[..., None], *args: Any) -> threading.Thread:
+        thread = threading.Thread(target=target, args=args, name="nextpipe-uplink", daemon=True)
         thread.start()
         return thread
 
@@ -415,8 +415,7 @@ class UplinkClient:
         )
         response.raise_for_status()
 
-    def _send_loop(self) -> None:
-        stop = self._stop
+    def _send_loop(self, stop: threading.Event) -> None:
         next_allowed = 0.0
         while True:
             with self._condition:
