@@ -13,6 +13,11 @@ Mermaid text; ``svg``, a picture rendered offline by Graphviz's ``dot`` program.
 Exit codes: 0 on success, 2 when the file cannot be imported, holds no flow
 (or several and none was named), its graph cannot be built, or ``dot`` is
 missing; 1 when ``dot`` fails.
+
+``nextpipe cache list [--app ID]`` prints the runs that app steps may reuse
+(see :mod:`nextpipe.run_cache`); ``nextpipe cache clear [--app ID]
+[--older-than AGE]`` removes them. Both take ``--dir DIR``; a store that cannot
+be read exits with 2.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from types import ModuleType
 from .__about__ import __version__
 from .flow import FlowGraph, FlowSpec, FlowStep
 from .graph import mermaid_url
+from .run_cache import add_cache_command, run_cache_command
 
 FORMATS = ("mermaid", "dot", "url", "svg")
 """The output formats of ``nextpipe graph``."""
@@ -383,6 +389,7 @@ def _parser() -> argparse.ArgumentParser:
         help="mermaid text (default), Graphviz dot, the mermaid.ink url, or an svg picture rendered by Graphviz",
     )
     graph.add_argument("-o", "--output", metavar="PATH", help="write to PATH instead of standard output")
+    add_cache_command(commands)
     return parser
 
 
@@ -405,6 +412,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if arguments.command == "cache":
+        return _cache(arguments)
     try:
         path, class_name = split_target(arguments.target)
         flow_class = find_flow(load_module(path), class_name, where=path)
@@ -418,3 +427,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _cache(arguments: argparse.Namespace) -> int:
+    """``nextpipe cache list|clear``: a store that cannot be read is reported in one line (exit 2)."""
+    import sqlite3
+
+    try:
+        return run_cache_command(arguments, sys.stdout)
+    except (sqlite3.Error, OSError) as error:
+        print(f"nextpipe: error: the run cache cannot be read: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2

@@ -22,6 +22,7 @@ from ..schema import AppRunConfig
 from ..utils import log
 from .cloud import CloudApp
 from .local import LocalApp
+from .reuse import lookup_run, record_run
 
 # The original spreads the first polls of many runs over this many seconds.
 INITIAL_DELAY_SPREAD = 5.0
@@ -226,6 +227,9 @@ def _run(
         )
     if run_configuration is not None:
         request["configuration"] = run_configuration
+    cache_key, reused = lookup_run(flow_spec, node, app, request, instance_id, output_dir)
+    if reused is not None:
+        return reused
     node.run_created = threading.Event()  # the runner waits on it before it gives up on this run
     try:
         run_id = app.new_run(**request)
@@ -267,4 +271,6 @@ def _run(
         error += app.failure_details(run_id)
         node.error = error
         raise RuntimeError(f"run {run_id} of app {app_id} ended {status}: {error}")
+    if cache_key is not None:
+        record_run(flow_spec, node, app, cache_key, run_id)
     return result
