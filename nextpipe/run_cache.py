@@ -52,8 +52,8 @@ def canonical_json(value: Any) -> str:
     """
     Write a JSON value as canonical text: object keys sorted, no whitespace, ASCII only.
 
-    Object keys are first written as JSON writes them (``1`` -> ``"1"``), so
-    dictionaries whose keys were inserted in any order give one text. Numbers
+    Dictionaries whose keys were inserted in any order give one text (keys of
+    mixed types, such as ``1`` and ``"a"``, are sorted as JSON writes them). Numbers
     are written as Python's ``json`` sends them: an ``int`` in full, a
     ``float`` as its shortest round-trip form (``repr``), so equal floats give
     one text however they were first written (``1.00`` and ``1.0``), while
@@ -76,7 +76,10 @@ def canonical_json(value: Any) -> str:
     TypeError
         When the value holds anything else.
     """
-    return json.dumps(_sorted_keys(value), separators=(",", ":"), allow_nan=True)
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    except TypeError:  # keys of mixed types (1 and "a") do not sort: sort them as JSON writes them
+        return json.dumps(_sorted_keys(value), separators=(",", ":"), allow_nan=True)
 
 
 def _json_key(key: Any) -> str:
@@ -293,9 +296,10 @@ class RunStore:
     The SQLite file that maps cache keys to stored runs.
 
     Safe for several threads and processes at once: every operation is one
-    short transaction on its own connection, the journal is in WAL mode (readers
-    never wait for a writer) and a busy file is waited for up to
-    :data:`BUSY_TIMEOUT` seconds.
+    short transaction; the journal is in WAL mode, so readers never wait for a
+    writer, and a busy file is waited for up to :data:`BUSY_TIMEOUT` seconds.
+    The threads of a process share one connection, opened on first use and
+    kept open (closing the last connection of a WAL file costs a checkpoint).
 
     Parameters
     ----------
@@ -313,26 +317,29 @@ class RunStore:
     def __init__(self, directory: str):
         self.directory = directory
         self.path = os.path.join(directory, STORE_FILE)
-        self._ready = False
-        self._ready_lock = threading.Lock()
+        self._connection: Any = None
+        self._lock = threading.Lock()
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Any]:
         import sqlite3  # deferred: flows without a cache never import it
 
-        with self._ready_lock:
-            if not self._ready:
+        with self._lock:
+            if self._connection is None:
                 self._create(sqlite3)
-                self._ready = True
-        connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT)
-        connection.execute(
-            "PRAGMA synchronous=NORMAL"
-        )  # WAL stays consistent; a power cut may only lose the last entry
-        try:
-            with connection:  # commits, or rolls back on an error
-                yield connection
-        finally:
-            connection.close()
+                connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, check_same_thread=False)
+                # With WAL, commits need no disk flush to stay consistent: a power cut may lose the last entries only.
+                connection.execute("PRAGMA synchronous=NORMAL")
+                self._connection = connection
+            with self._connection:  # commits, or rolls back on an error
+                yield self._connection
+
+    def close(self) -> None:
+        """Close the connection, if open; the next operation opens it again."""
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
 
     def _create(self, sqlite3: Any) -> None:
         """Create the file unless it exists: built aside, then linked into place, so a racing process waits for none."""
@@ -647,13 +654,14 @@ def run_cache_command(arguments: argparse.Namespace, out: Any) -> int:
     sqlite3.Error, OSError
         When the store cannot be read or written.
     """
-    directory = os.path.abspath(os.path.expanduser(arguments.dir)) if arguments.dir else default_cache_dir()
-    store = RunStore(directory)
-    if arguments.cache_action == "clear":
-        removed = store.clear(arguments.app, arguments.older_than) if os.path.exists(store.path) else 0
-        print(f"Removed {removed} stored run{'' if removed == 1 else 's'} from {store.path}.", file=out)
-        return 0
-    entries = store.entries(arguments.app) if os.path.exists(store.path) else []
+    directory = os.path.expanduser(arguments.dir) if arguments.dir else default_cache_dir()
+    with contextlib.closing(RunStore(directory)) as store:
+        exists = os.path.exists(store.path)  # reading or clearing a missing store creates none
+        if arguments.cache_action == "clear":
+            removed = store.clear(arguments.app, arguments.older_than) if exists else 0
+            print(f"Removed {removed} stored run{'' if removed == 1 else 's'} from {store.path}.", file=out)
+            return 0
+        entries = store.entries(arguments.app) if exists else []
     if not entries:
         print(f"No stored runs in {store.path}.", file=out)
         return 0

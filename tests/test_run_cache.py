@@ -106,6 +106,7 @@ def test_key_of_numbers_follows_the_bytes_sent() -> None:
     # Keys are compared as JSON writes them: {1: ...} is sent as {"1": ...}.
     assert key_of({1: "a"}) == key_of({"1": "a"})
     assert key_of({1.0: "a"}) != key_of({1: "a"})
+    assert key_of({1: "a", "b": [{2: 0, "c": 1}]}) == key_of({"b": [{"c": 1, 2: 0}], 1: "a"})
 
 
 def test_every_changed_byte_changes_the_key() -> None:
