@@ -30,8 +30,11 @@ from emulator_fixtures import (  # noqa: E402
 )
 from platform_emulator import PlatformEmulator, RunFailure  # noqa: E402
 
+import nextpipe._apps.cloud as app_cloud  # noqa: E402
 import nextpipe._apps.run as app_run  # noqa: E402
 from nextpipe import AppOption, AppRunConfig, FlowSpec, app, foreach, needs, step  # noqa: E402
+from nextpipe._apps.cloud import CloudApp  # noqa: E402
+from nextpipe._apps.local import LocalApp  # noqa: E402
 from nextpipe.flow import STATUS_FAILED, STATUS_SUCCEEDED, FlowNode  # noqa: E402
 
 pytest_plugins = ["emulator_fixtures"]
@@ -552,7 +555,7 @@ def test_explicit_polling_options_are_honoured() -> None:
     given = nextmv.PollingOptions(initial_delay=0.123, delay=0.01, backoff=0, jitter=0, max_duration=10)
     original = dataclasses.asdict(given)
     for _ in range(20):
-        polling = app_run._polling_options(node, given)
+        polling = app_run._polling_options(node, given, CloudApp)
         assert polling is not given
         assert polling.initial_delay == 0.123
         assert (polling.delay, polling.backoff, polling.jitter, polling.max_duration) == (0.01, 0, 0, 10)
@@ -566,7 +569,7 @@ def test_explicit_polling_options_are_honoured() -> None:
         return False
 
     with_stop = nextmv.PollingOptions(initial_delay=0, stop=mine)
-    assert app_run._polling_options(node, with_stop).stop is mine
+    assert app_run._polling_options(node, with_stop, LocalApp).stop is mine
 
 
 def test_default_polling_options_get_a_random_initial_delay() -> None:
@@ -574,7 +577,7 @@ def test_default_polling_options_get_a_random_initial_delay() -> None:
     definition_options = node.parent.definition.app.polling_options
     assert definition_options is nextmv.DEFAULT_POLLING_OPTIONS  # the decorator's default, by identity
     before = copy.deepcopy(dataclasses.asdict(nextmv.DEFAULT_POLLING_OPTIONS))
-    delays = [app_run._polling_options(node, definition_options).initial_delay for _ in range(50)]
+    delays = [app_run._polling_options(node, definition_options, CloudApp).initial_delay for _ in range(50)]
     assert all(0 <= d < 5 for d in delays)
     assert len(set(delays)) > 1
     assert dataclasses.asdict(nextmv.DEFAULT_POLLING_OPTIONS) == before
@@ -586,7 +589,7 @@ def test_flow_with_default_polling_and_live_logs_leaves_the_global_options_alone
 ) -> None:
     emu = platform_env
     emu.set_app_behavior("echo", duration=0, logs=["only line"])
-    monkeypatch.setattr(app_run, "INITIAL_DELAY_SPREAD", 0.0)  # keep the randomized first delay at 0
+    monkeypatch.setattr(app_cloud, "INITIAL_DELAY_SPREAD", 0.0)  # keep the randomized first delay at 0
     before = dataclasses.asdict(nextmv.DEFAULT_POLLING_OPTIONS)
 
     class DefaultPollingFlow(FlowSpec):

@@ -182,8 +182,11 @@ def test_run_result_chaining_live_logs_and_uplink(
     first_id, second_id = node_of(flow, flow.first).run_id, node_of(flow, flow.second).run_id
     assert first_id == first.id and second_id.startswith("local-") and second_id != first_id
     err = capfd.readouterr().err
-    assert f"[first_0] Started run {first_id} of app echo" in err
-    assert f"[second_0] Started run {second_id} of app echo" in err
+    runs = workspace / "apps" / "echo" / ".nextmv" / "runs"
+    assert f"[nextpipe] Started app step first_0 run, find it at {runs / first_id}\n" in err
+    assert f"[nextpipe] Started app step second_0 run, find it at {runs / second_id}\n" in err
+    assert "[nextpipe] Emitting live logs for app step first_0 ...\n" in err
+    assert "Emitting live logs for app step second_0" not in err
     assert "[first_0] echo [first]: " in err  # the app's own log line, relayed with the node id
     assert "echo [second]" not in err  # no live logs asked for the second step
 

@@ -376,8 +376,8 @@ def test_second_run_reuses_every_app_run(
     assert second_ids == first_ids
     err = capfd.readouterr().err
     for node_id, run_id in first_ids.items():
-        assert f"[{node_id}] Reused run {run_id} of app" in err
-    assert "Started run" not in err
+        assert f"[nextpipe] Reused run {run_id} for app step {node_id}, find it at " in err
+    assert "Started app step" not in err
     uplinked = nodes_by_id(last_graph(emu))
     assert {node_id: uplinked[node_id]["run_id"] for node_id in first_ids} == first_ids
 
@@ -439,7 +439,7 @@ def test_deleted_or_failed_stored_run_is_run_again(
     second_run = stored_run_id()
     assert len(new_run_posts(emu)) == 2 and second_run != first_run
     assert node_of(flow, flow.solve).run_id == second_run
-    assert f"Not reusing run {first_run} of app solver: it cannot be fetched" in capfd.readouterr().err
+    assert f"Not reusing run {first_run} for app step solve_0: it cannot be fetched" in capfd.readouterr().err
 
     # Pointing at a failed run: a new run again.
     emu.set_app_behavior("solver", lambda input, options, files: RuntimeError("infeasible"))
@@ -452,7 +452,7 @@ def test_deleted_or_failed_stored_run_is_run_again(
     flow.run()
     assert len(new_run_posts(emu)) == 4  # with the failed one
     assert stored_run_id() == node_of(flow, flow.solve).run_id not in (failed, first_run, second_run)
-    assert f"Not reusing run {failed} of app solver: it ended failed" in capfd.readouterr().err
+    assert f"Not reusing run {failed} for app step solve_0: it ended failed" in capfd.readouterr().err
     assert flow.get_result(flow.solve)["solution"] == {"x": 1}
 
 

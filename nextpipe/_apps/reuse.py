@@ -7,17 +7,16 @@ A stored run is reused only when it still exists where it ran, succeeded, and
 
 from __future__ import annotations
 
-import os
 import shutil
+import tempfile
 import time
 from typing import Any
 
 import nextmv
-from nextmv.base_model import BaseModel as SdkModel
 
 from ..graph import FlowNode
 from ..run_cache import CacheEntry, cache_key, directory_digest
-from ..utils import log
+from ..utils import log_internal
 from .cloud import CloudApp
 from .local import LocalApp
 
@@ -27,22 +26,18 @@ def _location(app: CloudApp | LocalApp) -> str:
 
 
 def _sent_input(request: dict[str, Any]) -> dict[str, Any]:
-    """The input as the SDK sends it (``new_run`` extracts the same data)."""
+    """The input as the SDK sends it: a directory's files, a ``nextmv.Input``'s data, text, or a JSON object."""
     if "input_dir_path" in request:
         return {"files": directory_digest(request["input_dir_path"])}
     value = request["input"]
     if isinstance(value, nextmv.Input):
         value = value.data
-    elif isinstance(value, SdkModel):
-        value = value.to_dict()
-    elif not isinstance(value, dict | str):
-        value = None  # the SDK sends other models as null
     return {"text": value} if isinstance(value, str) else {"json": value}
 
 
 def lookup_run(
-    flow_spec: Any, node: FlowNode, app: CloudApp | LocalApp, request: dict[str, Any], instance_id: str, output_dir: str
-) -> tuple[str | None, nextmv.RunResult | None]:
+    flow_spec: Any, node: FlowNode, app: CloudApp | LocalApp, instance_id: str, request: dict[str, Any]
+) -> tuple[str | None, tuple[nextmv.RunResult, str] | None]:
     """
     Compute an app node's cache key and reuse the stored run it names.
 
@@ -54,18 +49,17 @@ def lookup_run(
         The node; its ``run_id`` becomes the reused run's id.
     app : CloudApp or LocalApp
         Where the run would be made.
-    request : dict
-        The keyword arguments of ``new_run`` (``options``, ``input`` or ``input_dir_path``, ``configuration``).
     instance_id : str
         The instance the step asks for.
-    output_dir : str
-        Where a reused multi-file output is written.
+    request : dict
+        The keyword arguments of ``new_run`` (``options``, ``input`` or ``input_dir_path``, ``configuration``).
 
     Returns
     -------
-    tuple of (str or None, nextmv.RunResult or None)
-        The cache key (``None`` when the step does not use the cache) and the
-        reused run's result (``None`` when a new run is needed).
+    tuple of (str or None, tuple of (nextmv.RunResult, str) or None)
+        The cache key (``None`` when the step does not use the cache), and the
+        reused run's result with the fresh directory holding its output files
+        (``None`` when a new run is needed).
     """
     cache = flow_spec.run_cache
     if cache is None:
@@ -94,21 +88,26 @@ def lookup_run(
     entry = cache.get(key)
     if entry is None:
         return key, None
+    output_dir = tempfile.mkdtemp(prefix="nextpipe_output_")
     try:
         result = app.sdk_app.run_result(entry.run_id, output_dir_path=output_dir)
         problem = _not_reusable(app, result)
     except Exception as error:  # gone, or the platform cannot tell: make a new run
         problem = f"it cannot be fetched ({type(error).__name__}: {error})"
-    if problem is not None:
-        log(f"Not reusing run {entry.run_id} of app {entry.app_id}: {problem}. Making a new run.")
+    except BaseException:
         shutil.rmtree(output_dir, ignore_errors=True)
-        os.makedirs(output_dir, exist_ok=True)
+        raise
+    if problem is not None:
+        log_internal(f"Not reusing run {entry.run_id} for app step {node.id}: {problem}. Making a new run.")
+        shutil.rmtree(output_dir, ignore_errors=True)
         return key, None
     node.run_id = entry.run_id
-    log(f"Reused run {entry.run_id} of app {entry.app_id} on {app.where}: {app.run_url(entry.run_id)}")
+    if isinstance(app, LocalApp):
+        result.console_url = app.run_url(entry.run_id)  # as a new local run's result
+    log_internal(f"Reused run {entry.run_id} for app step {node.id}, find it at {app.run_url(entry.run_id)}")
     if flow_spec.uplink.active:
         flow_spec.uplink.notify_changed()
-    return key, result
+    return key, (result, output_dir)
 
 
 def _not_reusable(app: CloudApp | LocalApp, result: nextmv.RunResult) -> str | None:
