@@ -80,7 +80,7 @@ class CloudApp:
         except Exception as error:
             log(f"Could not cancel run {run_id} of app {self.sdk_app.id}: {error}")
 
-    def failure_details(self, run_id: str) -> str:
+    def failure_details(self, run_id: str, logs_shown: bool = False) -> str:
         """Nothing to add: the platform's error text says why a cloud run failed."""
         return ""
 

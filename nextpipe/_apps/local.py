@@ -162,12 +162,17 @@ class LocalApp:
         self._record(run_id, "canceled", "", before)
         log(f"Canceled local run {run_id} of app {self.app_id}.")
 
-    def failure_details(self, run_id: str) -> str:
-        """The end of a failed local run's logs (the SDK's error text is generic) and where to read them all."""
-        try:
-            lines = self.sdk_app.run_logs(run_id).rstrip().splitlines()[-FAILURE_LOG_LINES:]
-        except Exception:  # the logs are a help for the reader, never a second failure
-            lines = []
+    def failure_details(self, run_id: str, logs_shown: bool = False) -> str:
+        """
+        Where to read a failed local run's logs, after their last lines unless ``logs_shown`` (the SDK's error
+        text is generic: "Run failed, please check logs for details.").
+        """
+        lines = []
+        if not logs_shown:
+            try:
+                lines = self.sdk_app.run_logs(run_id).rstrip().splitlines()[-FAILURE_LOG_LINES:]
+            except Exception:  # the logs are a help for the reader, never a second failure
+                pass
         tail = "".join(f"\n  {line}" for line in lines)
         return f"{tail}\n(logs: {self.run_url(run_id)}/logs)"
 

@@ -81,7 +81,9 @@ def create_run(app: App, request: dict[str, Any]) -> str:
         raise TypeError(f"the input of app {app.app_id} cannot be sent as JSON: {error}") from error
 
 
-def fetch_result(app: App, run_id: str, polling: nextmv.PollingOptions, output_dir: str) -> nextmv.RunResult:
+def fetch_result(
+    app: App, run_id: str, polling: nextmv.PollingOptions, output_dir: str, logs_shown: bool = False
+) -> nextmv.RunResult:
     """
     Wait for a run to end and return its result.
 
@@ -95,6 +97,8 @@ def fetch_result(app: App, run_id: str, polling: nextmv.PollingOptions, output_d
         How to poll (used as given; the SDK may assign to it).
     output_dir : str
         Where the run's output files go.
+    logs_shown : bool
+        Whether the run's logs were relayed live: a failed run's error then leaves them out.
 
     Returns
     -------
@@ -123,7 +127,7 @@ def fetch_result(app: App, run_id: str, polling: nextmv.PollingOptions, output_d
         error_log = getattr(result, "error_log", None)
         error = result.metadata.error or getattr(error_log, "error", None) or "no error message"
         raise AppRunError(
-            f"run {run_id} of app {app.app_id} ended {status}: {error}{app.failure_details(run_id)}",
+            f"run {run_id} of app {app.app_id} ended {status}: {error}{app.failure_details(run_id, logs_shown)}",
             app.app_id,
             run_id,
             status,
@@ -259,7 +263,7 @@ def run_app(flow_spec: Any, node: FlowNode, app_input: Any) -> Any:
         try:
             if node.cancel:  # the flow stopped while the run was being created
                 raise AppRunError(f"run {run_id} of app {app_id} was stopped", app_id, run_id)
-            result = fetch_result(app, run_id, polling, run.output_dir)
+            result = fetch_result(app, run_id, polling, run.output_dir, settings.emit_live_logs)
             run.ended = True
         except AppRunError as error:
             run.ended = error.status is not None
