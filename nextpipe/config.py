@@ -1,10 +1,10 @@
 """Configuration of a flow's execution."""
 
-from __future__ import annotations
-
+import os
 from dataclasses import dataclass
 
-from ._dataclass_json import DataClassJsonMixin
+from dataclasses_json import DataClassJsonMixin
+
 from .constants import DEFAULT_CACHE_MAX_AGE
 
 
@@ -24,14 +24,16 @@ class Configuration(DataClassJsonMixin):
         Maps app ids to local app directories (holding an ``app.yaml``). App
         steps of a mapped app run on this machine through ``nextmv.local``
         instead of Nextmv Cloud. Completes the ``NEXTPIPE_LOCAL_APPS``
-        environment variable and wins over it for an id in both.
+        environment variable and wins over it for an id in both. Directories
+        given as ``pathlib.Path`` are kept as strings.
     cache : bool, default=False
         Whether every app step uses the run cache (``@cache`` decides per
         step): a step whose run was made before with the same inputs reuses
         that run instead of paying for a new one.
     cache_dir : str, optional
-        Directory of the run cache; by default ``$NEXTPIPE_CACHE_DIR``, else
-        ``$XDG_CACHE_HOME/nextpipe``, else ``~/.cache/nextpipe``.
+        Directory of the run cache (a ``pathlib.Path`` is kept as a string);
+        by default ``$NEXTPIPE_CACHE_DIR``, else ``$XDG_CACHE_HOME/nextpipe``,
+        else ``~/.cache/nextpipe``.
     cache_max_age : float or None, default=604800
         Seconds (7 days by default) after which a stored run is no longer
         reused; ``None`` for never.
@@ -41,6 +43,9 @@ class Configuration(DataClassJsonMixin):
     ValueError
         When ``thread_count`` is negative, ``max_step_inputs`` is below 1,
         ``cache`` is not a bool or ``cache_max_age`` is not a positive number.
+    TypeError
+        When ``local_apps`` is not a dict of app ids to directory paths, or
+        ``cache_dir`` is not a path.
     """
 
     thread_count: int = 0
@@ -64,6 +69,17 @@ class Configuration(DataClassJsonMixin):
             raise ValueError(
                 f"Configuration.max_step_inputs must be a whole number of 1 or more, got {self.max_step_inputs!r}."
             )
+        local_apps = self.local_apps
+        if local_apps is not None and (
+            not isinstance(local_apps, dict)
+            or not all(isinstance(k, str) and isinstance(v, str | os.PathLike) for k, v in local_apps.items())
+        ):
+            raise TypeError(
+                "Configuration.local_apps must be a dict of app ids to local app directories, "
+                f'e.g. {{"echo": "apps/echo"}}, got {type(local_apps).__name__} {local_apps!r}.'
+            )
+        if local_apps is not None:
+            self.local_apps = {app_id: os.fspath(directory) for app_id, directory in local_apps.items()}
         if not isinstance(self.cache, bool):
             raise ValueError(f"Configuration.cache must be True or False, got {self.cache!r}.")
         if self.cache_max_age is not None and (
@@ -75,3 +91,7 @@ class Configuration(DataClassJsonMixin):
                 f"Configuration.cache_max_age must be a number of seconds above 0, or None for no limit, "
                 f"got {self.cache_max_age!r}."
             )
+        if self.cache_dir is not None:
+            if not isinstance(self.cache_dir, str | os.PathLike):
+                raise TypeError(f"Configuration.cache_dir must be a directory path, got {self.cache_dir!r}.")
+            self.cache_dir = os.fspath(self.cache_dir)
