@@ -473,7 +473,32 @@ def test_run_made_by_another_app_version_is_not_reused(
     flow.run()
     assert len(new_run_posts(emu)) == 2
     assert emu.run(node_of(flow, flow.solve).run_id).version_id == "v2"
-    assert "it was made by app version 'v1', and instance 'prod' now runs version 'v2'" in capfd.readouterr().err
+    assert "it was made by app version 'v1', and instance 'prod' now runs 'v2'" in capfd.readouterr().err
+
+    # A version that cannot be read is no version to trust.
+    emu.fail_next(1, status=503, method="GET", path_regex=r"/instances/")
+    SingleFlow("flow", {"x": 1}, conf=conf).run()
+    assert len(new_run_posts(emu)) == 3
+    assert "the app version its instance runs cannot be read (HTTPError" in capfd.readouterr().err
+
+
+def test_step_instance_is_checked_without_reading_the_application(platform_env: PlatformEmulator) -> None:
+    class InstanceFlow(FlowSpec):
+        @app(app_id="solver", instance_id="candidate", polling_options=fast_polling())
+        @step
+        def solve():
+            pass
+
+    emu = platform_env
+    emu.set_instance("solver", "candidate", "v7")
+    emu.set_instance("solver", "prod", "v1", default=True)
+    for _ in range(2):
+        InstanceFlow("flow", {"x": 1}, conf=Configuration(cache=True)).run()
+    (run,) = emu.runs.values()
+    assert (run.ran_on_instance, run.version_id) == ("candidate", "v7")
+    assert [r.path for r in emu.requests_for("GET") if r.route in ("application", "instance")] == [
+        "/v1/applications/solver/instances/candidate"
+    ]
 
 
 class SwitchFlow(FlowSpec):

@@ -90,10 +90,7 @@ def lookup_run(
         return key, None
     output_dir = tempfile.mkdtemp(prefix="nextpipe_output_")
     try:
-        result = app.sdk_app.run_result(entry.run_id, output_dir_path=output_dir)
-        problem = _not_reusable(app, result)
-    except Exception as error:  # gone, or the platform cannot tell: make a new run
-        problem = f"it cannot be fetched ({type(error).__name__}: {error})"
+        result, problem = _fetch(app, entry.run_id, output_dir)
     except BaseException:
         shutil.rmtree(output_dir, ignore_errors=True)
         raise
@@ -110,25 +107,39 @@ def lookup_run(
     return key, (result, output_dir)
 
 
-def _not_reusable(app: CloudApp | LocalApp, result: nextmv.RunResult) -> str | None:
-    """Why a stored run's result cannot stand for a new run, or ``None`` when it can."""
+def _fetch(app: CloudApp | LocalApp, run_id: str, output_dir: str) -> tuple[Any, str | None]:
+    """A stored run's result, or why it cannot stand for a new run (then the result is ``None``)."""
+    try:
+        result = app.sdk_app.run_result(run_id, output_dir_path=output_dir)
+    except Exception as error:  # deleted, or the platform cannot be read: make a new run
+        return None, f"it cannot be fetched ({type(error).__name__}: {error})"
     status = getattr(result.metadata.status_v2, "value", result.metadata.status_v2)
     if status != "succeeded":
-        return f"it ended {status}"
+        return None, f"it ended {status}"
     if isinstance(app, LocalApp):
-        return None  # the key holds the digest of the app's files
-    instance_id = app.sdk_app.default_instance_id
-    if not instance_id:
-        # The platform runs the application's default instance; the stored run tells the one it ran on.
-        from nextmv import cloud
-
-        default = cloud.Application.get(client=app.client, id=app.sdk_app.id).default_instance_id
-        instance_id = default or result.metadata.application_instance_id
-    version = app.sdk_app.instance(instance_id).version_id if instance_id else ""
+        return result, None  # the key holds the digest of the app's files
+    try:
+        instance_id, version = _instance_version(app, result.metadata.application_instance_id)
+    except Exception as error:
+        return None, f"the app version its instance runs cannot be read ({type(error).__name__}: {error})"
     made_by = result.metadata.application_version_id or ""
     if made_by != version:
-        return f"it was made by app version {made_by!r}, and instance {instance_id!r} now runs version {version!r}"
-    return None
+        return None, f"it was made by app version {made_by!r}, and instance {instance_id!r} now runs {version!r}"
+    return result, None
+
+
+def _instance_version(app: CloudApp, ran_on: str) -> tuple[str, str]:
+    """
+    The instance a new run would use and the app version it runs now ("" without an instance).
+
+    The step's instance, else the application's default instance, else the one the stored run ran on (``ran_on``).
+    """
+    instance_id = app.sdk_app.default_instance_id
+    if not instance_id:
+        from nextmv import cloud
+
+        instance_id = cloud.Application.get(client=app.client, id=app.app_id).default_instance_id or ran_on
+    return instance_id, app.sdk_app.instance(instance_id).version_id if instance_id else ""
 
 
 def record_run(flow_spec: Any, node: FlowNode, app: CloudApp | LocalApp, key: str, run_id: str) -> None:
