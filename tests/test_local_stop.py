@@ -163,7 +163,7 @@ def test_local_run_whose_executor_dies_fails_instead_of_polling_forever(probe: s
 
     error = raised.value.__cause__
     assert isinstance(error, AppRunError) and error.status == "failed" and error.app_id == "probe"
-    assert "process ended (exit code -9)" in str(error)
+    assert "executor process ended (exit code -9) unfinished" in str(error)
     assert wait_until(lambda: not any(alive(pid) for pid in processes)), "the app outlived its executor"
     (node,) = flow.graph.get_step(flow.slow.step).nodes
     assert error.run_id == node.run_id and recorded_status(probe, node.run_id) == "failed"

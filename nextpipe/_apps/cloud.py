@@ -27,8 +27,6 @@ class CloudApp:
         The instance to run; empty for the application's default.
     """
 
-    where = "Nextmv Cloud"
-
     def __init__(self, flow_spec: Any, app_id: str, instance_id: str):
         from nextmv import cloud
 

@@ -80,13 +80,12 @@ class LocalApp:
         Ignored: local apps have no instances.
     """
 
-    where = "this machine"
-
     def __init__(self, app_id: str, src: str, instance_id: str = ""):
         self.app_id = app_id
         self.src = src
         self.sdk_app = local.Application(src=src, app_id=app_id)
         self._executors: dict[str, subprocess.Popen] = {}
+        self._stopping = threading.Lock()  # a cancel and a poll noticing the ended executor record one end
         if instance_id:
             log(f"Instance {instance_id!r} is ignored: app {app_id} runs locally from {src}.")
 
@@ -146,10 +145,12 @@ class LocalApp:
                 if stop():
                     raise
                 # The executor ended; it records the run's final state before it does.
-                state = self._state(run_id)
-                if state is None or state["metadata"]["status_v2"] not in _FINAL:
-                    _end_processes(executor)  # the app may outlive a killed executor
-                    self._record(run_id, "failed", f"its process ended (exit code {executor.returncode}) unfinished")
+                with self._stopping:
+                    state = self._state(run_id)
+                    if state is None or state["metadata"]["status_v2"] not in _FINAL:
+                        _end_processes(executor)  # the app may outlive a killed executor
+                        code = executor.returncode
+                        self._record(run_id, "failed", f"its executor process ended (exit code {code}) unfinished")
                 result = self.sdk_app.run_result(run_id, output_dir_path=output_dir)
                 break
         result.console_url = self.run_url(run_id)
@@ -157,9 +158,10 @@ class LocalApp:
 
     def cancel(self, run_id: str) -> None:
         """End the run's processes (the executor, ``uv`` and the app) and record the run as canceled."""
-        before = self._state(run_id)
-        _end_processes(self._executors[run_id])
-        self._record(run_id, "canceled", "", before)
+        with self._stopping:
+            before = self._state(run_id)
+            _end_processes(self._executors[run_id])
+            self._record(run_id, "canceled", "", before)
         log(f"Canceled local run {run_id} of app {self.app_id}.")
 
     def failure_details(self, run_id: str, logs_shown: bool = False) -> str:

@@ -198,14 +198,20 @@ class _RunHandle:
     def __init__(self, app: App, run_id: str):
         self.app = app
         self.run_id = run_id
-        self.output_dir = tempfile.mkdtemp(prefix="nextpipe_output_")
         self.ended = False  # the run reached a final state: nothing to cancel
+        self.output_dir = ""
         self.stop = _once(self._stop)
+        try:
+            self.output_dir = tempfile.mkdtemp(prefix="nextpipe_output_")
+        except BaseException:
+            self.stop()
+            raise
 
     def _stop(self) -> None:
         if not self.ended:
             self.app.cancel(self.run_id)
-        shutil.rmtree(self.output_dir, ignore_errors=True)
+        if self.output_dir:
+            shutil.rmtree(self.output_dir, ignore_errors=True)
 
 
 def run_app(flow_spec: Any, node: FlowNode, app_input: Any) -> Any:
