@@ -160,6 +160,7 @@ def cache_key(
     run_configuration: Any,
     input: Any,
     code: dict[str, str],
+    repetition: int | None = None,
 ) -> str:
     """
     Compute the cache key of an app run.
@@ -178,6 +179,8 @@ def cache_key(
         The input as sent: a JSON value, a string, or ``{"files": directory_digest}`` for a directory.
     code : dict of str to str
         What answers: ``{"local": directory, "files": digest}`` or ``{"cloud": endpoint}``.
+    repetition : int, optional
+        For a node of a ``@repeat`` step, its index: each repetition is a run of its own.
 
     Returns
     -------
@@ -200,6 +203,8 @@ def cache_key(
         "input": input,
         "code": code,
     }
+    if repetition is not None:
+        parts["repetition"] = repetition
     return hashlib.sha256(canonical_json(parts).encode()).hexdigest()
 
 

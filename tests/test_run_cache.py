@@ -22,7 +22,7 @@ pytest.register_assert_rewrite("emulator_fixtures")  # before its import: it is 
 from emulator_fixtures import API_KEY, client_for, fast_polling, last_graph, nodes_by_id  # noqa: E402
 from platform_emulator import PlatformEmulator, echo_handler  # noqa: E402
 
-from nextpipe import AppRunConfig, Configuration, FlowSpec, app, cache, foreach, join, needs, step  # noqa: E402
+from nextpipe import AppRunConfig, Configuration, FlowSpec, app, cache, foreach, join, needs, repeat, step  # noqa: E402
 from nextpipe.cli import main as cli_main  # noqa: E402
 from nextpipe.flow import FlowDefinitionError, FlowNode  # noqa: E402
 from nextpipe.run_cache import (  # noqa: E402
@@ -136,6 +136,7 @@ def test_every_changed_byte_changes_the_key() -> None:
         key_of(base, code={"cloud": "http://127.0.0.1:1"}),
         key_of(base, code={"local": "/apps/solver", "files": "0" * 64}),
         key_of(None, input={"text": canonical_json(base)}),
+        key_of(base, repetition=0),
     ]
     assert len({key_of(base), *others}) == len(others) + 1
     # A configuration object counts as the JSON the SDK sends for it.
@@ -532,6 +533,23 @@ def test_step_switches_refresh_and_opt_out(platform_env: PlatformEmulator) -> No
         "solver": node_of(flows[1], SwitchFlow.fresh).run_id,
         "kept": node_of(flows[0], SwitchFlow.kept).run_id,
     }
+
+
+def test_repetitions_are_runs_of_their_own(platform_env: PlatformEmulator) -> None:
+    class RepeatFlow(FlowSpec):
+        @repeat(repetitions=3)
+        @app(app_id="heuristic", polling_options=fast_polling())
+        @step
+        def sample():
+            pass
+
+    emu = platform_env
+    flows = [RepeatFlow("flow", {"x": 1}, conf=Configuration(cache=True)) for _ in range(2)]
+    for flow in flows:
+        flow.run()
+    assert len(new_run_posts(emu)) == 3  # three runs, each reused once
+    run_ids = [[node.run_id for node in flow.graph.get_step(RepeatFlow.sample.step).nodes] for flow in flows]
+    assert run_ids[0] == run_ids[1] and len(set(run_ids[0])) == 3
 
 
 def test_expired_entries_are_not_reused(platform_env: PlatformEmulator) -> None:

@@ -80,6 +80,7 @@ def lookup_run(
             request.get("configuration"),
             _sent_input(request),
             code,
+            node.index if definition.is_repeat() else None,
         )
     except (TypeError, ValueError, OSError):  # an input the SDK cannot send either: the run reports it
         return None, None
