@@ -364,11 +364,12 @@ def test_second_run_reuses_every_app_run(
     assert first_files == read_tree(files_dir)  # the emulator echoes the files
     capfd.readouterr()
 
+    posts = len(emu.requests_for("POST", "/v1/applications/"))  # new runs and upload URLs
     BUG["on"] = False  # the bug is fixed; the same script runs again
     data_again = {"dir": files_dir, "weights": {"b": 0.5, "a": 1.0}}  # another dict order: the same input
     second = SolveAllFlow("solve", data_again, conf=Configuration(cache=True))
     second.run()
-    assert len(new_run_posts(emu)) == 6  # no new run at all
+    assert len(emu.requests_for("POST", "/v1/applications/")) == posts  # no new run at all, nothing uploaded
     assert second.get_result(second.collect) == [0, 1, 2, 3, 4] and second.get_result(second.final) == 6
     assert second.get_result(second.solve) == first_solutions
     report_dir = second.get_result(second.report)
