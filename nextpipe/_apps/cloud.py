@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 import nextmv
@@ -58,6 +59,12 @@ class CloudApp:
             When the polling ``stop`` callback returned True (the SDK's way to say it stopped).
         """
         return self.sdk_app.run_result_with_polling(run_id=run_id, polling_options=polling, output_dir_path=output_dir)
+
+    def run_logs_with_polling(
+        self, run_id: str, polling: nextmv.PollingOptions, log_func: Callable[[Any], None]
+    ) -> None:
+        """Relay the run's log entries as they come (the SDK's ``run_logs_with_polling``)."""
+        self.sdk_app.run_logs_with_polling(run_id=run_id, polling_options=polling, log_func=log_func)
 
     @staticmethod
     def default_polling_options() -> nextmv.PollingOptions:

@@ -156,6 +156,29 @@ class LocalApp:
         result.console_url = self.run_url(run_id)
         return result
 
+    def run_logs_with_polling(
+        self, run_id: str, polling: nextmv.PollingOptions, log_func: Callable[[str], None]
+    ) -> None:
+        """Relay the run's log lines as they come (the SDK's ``run_logs_with_polling``), each line once."""
+        relayed = 0  # lines relayed so far: a poll tried again starts from the first line
+        for attempt in range(TORN_READ_RETRIES):
+            seen = 0
+
+            def relay(line: str) -> None:
+                nonlocal relayed, seen
+                seen += 1
+                if seen > relayed:
+                    relayed = seen
+                    log_func(line)
+
+            try:
+                self.sdk_app.run_logs_with_polling(run_id=run_id, polling_options=polling, log_func=relay)
+                return
+            except json.JSONDecodeError:  # a poll read the run's state half-written
+                if attempt == TORN_READ_RETRIES - 1:
+                    raise
+                polling.initial_delay = 0.01
+
     def cancel(self, run_id: str) -> None:
         """End the run's processes (the executor, ``uv`` and the app) and record the run as canceled."""
         with self._stopping:

@@ -391,11 +391,7 @@ def _open_app(flow_spec: Any, app_id: str, instance_id: str) -> App:
 
 def _relay_logs(app: App, run_id: str, node: FlowNode, polling: nextmv.PollingOptions) -> None:
     try:
-        app.sdk_app.run_logs_with_polling(
-            run_id=run_id,
-            polling_options=copy.copy(polling),
-            log_func=lambda entry: log(app.log_text(entry), step_name=node.id),
-        )
+        app.run_logs_with_polling(run_id, copy.copy(polling), lambda entry: log(app.log_text(entry), step_name=node.id))
     except Exception as error:  # logs are a convenience: never fail the node for them
         if not node.cancel:
             log(f"Live logs of run {run_id} stopped: {error}", step_name=node.id)
