@@ -9,12 +9,13 @@ when it sends it, and delivers the final state when the flow ends.
 """
 
 import datetime
+import functools
 import json
 import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urljoin
 
@@ -65,6 +66,47 @@ def ExcludeIfNone(value: Any) -> bool:  # CamelCase: the original's public name
 _OMIT_NONE = config(exclude=ExcludeIfNone)
 
 
+class _Document(DataClassJsonMixin):
+    """
+    dataclasses-json's API, with a ``to_dict`` fast enough for the uplink.
+
+    dataclasses-json's own ``to_dict`` takes about a second for a graph of 10,000 nodes; the uplink builds one
+    such document per update and one at the flow's end. The documents hold only strings, lists of strings and
+    other documents, so the same dictionary is built directly, leaving out the fields whose ``exclude`` says so.
+    """
+
+    def to_dict(self, encode_json: bool = False) -> dict[str, Any]:
+        """
+        Convert to a dictionary of JSON values, as dataclasses-json's ``to_dict`` does.
+
+        Parameters
+        ----------
+        encode_json : bool, default=False
+            Accepted for dataclasses-json compatibility; the values are JSON values either way.
+
+        Returns
+        -------
+        dict
+            One key per field, without the fields that are ``None`` where that leaves them out.
+        """
+        document = {}
+        for name, exclude in _document_fields(type(self)):
+            value = getattr(self, name)
+            if exclude is not None and exclude(value):
+                continue
+            if isinstance(value, list):
+                value = [item.to_dict() if isinstance(item, _Document) else item for item in value]
+            elif isinstance(value, _Document):
+                value = value.to_dict()
+            document[name] = value
+        return document
+
+
+@functools.cache
+def _document_fields(cls: type) -> list[tuple[str, Callable[[Any], bool] | None]]:
+    return [(f.name, f.metadata.get("dataclasses_json", {}).get("exclude")) for f in fields(cls)]
+
+
 @dataclass
 class UplinkConfig:
     """
@@ -83,7 +125,7 @@ class UplinkConfig:
 
 
 @dataclass
-class StepDTO(DataClassJsonMixin):
+class StepDTO(_Document):
     """
     A step as the platform shows it.
 
@@ -110,7 +152,7 @@ class StepDTO(DataClassJsonMixin):
 
 
 @dataclass
-class NodeDTO(DataClassJsonMixin):
+class NodeDTO(_Document):
     """
     A node (one execution of a step) as the platform shows it.
 
@@ -136,7 +178,7 @@ class NodeDTO(DataClassJsonMixin):
 
 
 @dataclass
-class FlowDTO(DataClassJsonMixin):
+class FlowDTO(_Document):
     """
     A flow's graph: its steps and their nodes.
 
@@ -153,7 +195,7 @@ class FlowDTO(DataClassJsonMixin):
 
 
 @dataclass
-class FlowUpdateDTO(DataClassJsonMixin):
+class FlowUpdateDTO(_Document):
     """
     One update of a flow's state, the body of the uplink's request.
 
@@ -301,7 +343,7 @@ class UplinkClient:
             if self._thread is not None:
                 return
             self._stop = threading.Event()
-            self._thread = self._start(self._send_loop)
+            self._thread = self._start(self._send_loop, self._stop)
 
     def terminate(self) -> None:
         """
@@ -325,8 +367,8 @@ class UplinkClient:
         if thread.is_alive():
             log_internal(f"Gave up delivering the flow's final state after {FINAL_UPDATE_DEADLINE:g} s.")
 
-    def _start(self, target: Callable[[], None]) -> threading.Thread:
-        thread = threading.Thread(target=target, name="nextpipe-uplink", daemon=True)
+    def _start(self, target: Callable[..., None], *args: Any) -> threading.Thread:
+        thread = threading.Thread(target=target, args=args, name="nextpipe-uplink", daemon=True)
         thread.start()
         return thread
 
@@ -373,8 +415,7 @@ class UplinkClient:
         )
         response.raise_for_status()
 
-    def _send_loop(self) -> None:
-        stop = self._stop
+    def _send_loop(self, stop: threading.Event) -> None:
         next_allowed = 0.0
         while True:
             with self._condition:

@@ -98,6 +98,8 @@ def test_uplink_documents_leave_out_none_keys_and_cut_docs() -> None:
         {"id", "parent_id", "predecessor_ids", "status"},
     ]
     assert "docs" not in json.loads(StepDTO(id="a").to_json())
+    for encode_json in (False, True):  # the uplink's fast to_dict builds what dataclasses-json's builds
+        assert _update().to_dict(encode_json) == DataClassJsonMixin.to_dict(_update(), encode_json)
     assert ExcludeIfNone(None) is True
     assert ExcludeIfNone(0) is False and ExcludeIfNone("") is False
 

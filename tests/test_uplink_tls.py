@@ -15,8 +15,10 @@ import socket
 import time
 from collections.abc import Callable
 
+import nextmv
 import nextmv.cloud
 import pytest
+import requests
 
 pytest.register_assert_rewrite("emulator_fixtures")  # before its import: it is also loaded as a pytest plugin
 
@@ -187,3 +189,33 @@ def test_uplink_puts_the_client_headers_and_body_over_https(tls_emu: PlatformEmu
     assert put.headers["authorization"] == f"Bearer {API_KEY}"
     assert put.headers["content-type"].startswith("application/json")
     assert uplink.changed is False and uplink.flow == update.to_dict()
+
+
+def test_a_flow_run_twice_reports_both_runs_over_https(tls_emu: PlatformEmulator) -> None:
+    class Twice(FlowSpec):
+        @step
+        def a(data):
+            return data + 1
+
+    flow = Twice("twice", 1, client=client_for(tls_emu), uplink_config=UplinkConfig(WF_APP, WF_RUN))
+    for run in (1, 2):
+        flow.run()
+        assert flow.get_result(flow.a) == 2
+        assert nodes_by_id(last_graph(tls_emu))["a_0"]["status"] == "succeeded"
+        assert flow.uplink.updates_sent == len(tls_emu.flow_updates) >= run
+    assert {r.status for r in flow_puts(tls_emu)} == {204}
+
+
+def test_emulator_over_https_runs_apps_with_uploads_and_refuses_untrusted_clients(
+    tls_emu: PlatformEmulator, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = nextmv.cloud.Application(client=client_for(tls_emu), id="echo")
+    run_id = app.new_run(input="a text input is uploaded to the presigned URL")  # POST uploadurl, then PUT there
+    result = app.run_result_with_polling(
+        run_id, polling_options=nextmv.PollingOptions(initial_delay=0, delay=0.01, backoff=0, jitter=0)
+    )
+    assert result.metadata.status_v2.value == "succeeded"
+    assert tls_emu.requests_for("PUT", "/upload/")[0].status == 200
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")  # the self-signed certificate is no longer trusted
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(tls_emu.url + "/v1/applications/echo", timeout=5)
