@@ -32,8 +32,9 @@ class Configuration(DataClassJsonMixin):
         that run instead of paying for a new one.
     cache_dir : str, optional
         Directory of the run cache (a ``pathlib.Path`` is kept as a string;
-        a relative path is resolved when the flow is constructed); by default ``$NEXTPIPE_CACHE_DIR``, else ``$XDG_CACHE_HOME/nextpipe``,
-        else ``~/.cache/nextpipe``.
+        a relative path is resolved when the flow is constructed); by default
+        ``$NEXTPIPE_CACHE_DIR``, else ``$XDG_CACHE_HOME/nextpipe``, else
+        ``~/.cache/nextpipe``.
     cache_max_age : float or None, default=604800
         Seconds (7 days by default) after which a stored run is no longer
         reused; ``None`` for never.
