@@ -3,13 +3,13 @@ nextpipe: decision workflows for Nextmv.
 
 Subclass :class:`FlowSpec`, mark its functions with :func:`step`, connect them
 with :func:`needs`, fan out with :func:`foreach`, collect with :func:`join`,
-repeat with :func:`repeat`, skip with :func:`optional`, and run Nextmv
-applications with :func:`app`.
+repeat with :func:`repeat`, skip with :func:`optional`, run Nextmv
+applications with :func:`app`, and reuse their runs with :func:`cache`.
 """
 
 from .__about__ import __version__
 from .config import Configuration
-from .decorators import app, foreach, join, needs, optional, repeat, step
+from .decorators import app, cache, foreach, join, needs, optional, repeat, step
 from .flow import FlowGraph, FlowSpec
 from .schema import AppOption, AppRunConfig
 from .utils import log
@@ -26,6 +26,7 @@ __all__ = [
     "FlowSpec",
     "__version__",
     "app",
+    "cache",
     "foreach",
     "join",
     "log",
