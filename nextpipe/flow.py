@@ -141,6 +141,7 @@ class FlowSpec:
         ----------
         hook : nextpipe.hooks.FlowHooks
             An object with some of the methods of ``FlowHooks`` (see :mod:`nextpipe.hooks`).
+            Adding it again does nothing.
 
         Raises
         ------
@@ -148,7 +149,8 @@ class FlowSpec:
             When ``hook`` has none of the event methods.
         """
         check_hook(hook)
-        self._hooks = (*self._hooks, hook)
+        if not any(h is hook for h in self._hooks):
+            self._hooks = (*self._hooks, hook)
 
     def run(self) -> None:
         """
