@@ -175,11 +175,11 @@ def idle_cpu_share(seconds: float = 2.0) -> float:
 
     with contextlib.redirect_stderr(io.StringIO()):
         flow = Sleeper("sleep", None)
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    start = time.perf_counter()
-    flow.run()
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_SELF)
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        start = time.perf_counter()
+        flow.run()
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return cpu / wall
 
