@@ -159,6 +159,8 @@ class FlowSpec:
         Every call starts from a clean state, so a flow can be run again. The
         run's hooks are the globally registered ones (``nextpipe.hooks.register``),
         then this flow's (:meth:`add_hook`), then the built-in reporting ones.
+        Called in the main thread, it handles SIGTERM like Ctrl-C and then
+        delivers it to the previous handler (by default, the process ends).
 
         Raises
         ------
