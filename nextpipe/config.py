@@ -1,10 +1,9 @@
 """Configuration of a flow's execution."""
 
-from __future__ import annotations
-
+import os
 from dataclasses import dataclass
 
-from ._dataclass_json import DataClassJsonMixin
+from dataclasses_json import DataClassJsonMixin
 
 
 @dataclass
@@ -23,12 +22,15 @@ class Configuration(DataClassJsonMixin):
         Maps app ids to local app directories (holding an ``app.yaml``). App
         steps of a mapped app run on this machine through ``nextmv.local``
         instead of Nextmv Cloud. Completes the ``NEXTPIPE_LOCAL_APPS``
-        environment variable and wins over it for an id in both.
+        environment variable and wins over it for an id in both. Directories
+        given as ``pathlib.Path`` are kept as strings.
 
     Raises
     ------
     ValueError
         When ``thread_count`` is negative or ``max_step_inputs`` is below 1.
+    TypeError
+        When ``local_apps`` is not a dict of app ids to directory paths.
     """
 
     thread_count: int = 0
@@ -49,3 +51,14 @@ class Configuration(DataClassJsonMixin):
             raise ValueError(
                 f"Configuration.max_step_inputs must be a whole number of 1 or more, got {self.max_step_inputs!r}."
             )
+        local_apps = self.local_apps
+        if local_apps is not None and (
+            not isinstance(local_apps, dict)
+            or not all(isinstance(k, str) and isinstance(v, str | os.PathLike) for k, v in local_apps.items())
+        ):
+            raise TypeError(
+                "Configuration.local_apps must be a dict of app ids to local app directories, "
+                f'e.g. {{"echo": "apps/echo"}}, got {type(local_apps).__name__} {local_apps!r}.'
+            )
+        if local_apps is not None:
+            self.local_apps = {app_id: os.fspath(directory) for app_id, directory in local_apps.items()}
