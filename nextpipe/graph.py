@@ -19,6 +19,7 @@ import linecache
 import os
 import sys
 import threading
+import time
 import types
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -165,6 +166,8 @@ class FlowNode:
         Set by an app node while its run is in progress: cancels the run.
     run_created : threading.Event or None
         Set by an app node while it creates its run; the event is set once the run exists (or creation failed).
+    run_created_at, run_finished_at : datetime.datetime or None
+        For an app node, when the platform created and finished its run.
     """
 
     def __init__(self, parent: FlowStep, index: int):
@@ -182,9 +185,46 @@ class FlowNode:
         self.cancel_run: Callable[[], None] | None = None
         # Set by an app node while it creates its run, so that a failing flow can wait to cancel it.
         self.run_created: threading.Event | None = None
+        # perf_counter() readings taken by the runner: one cheap clock call each on the hot path.
+        self._started: float | None = None
+        self._finished: float | None = None
+        self.run_created_at: datetime.datetime | None = None
+        self.run_finished_at: datetime.datetime | None = None
 
     def __repr__(self) -> str:
         return f"FlowNode({self.id})"
+
+    @property
+    def started_at(self) -> datetime.datetime | None:
+        """datetime.datetime or None: When the node started (UTC); for a skipped step's node, when it was skipped."""
+        return _wall_time(self._started)
+
+    @property
+    def finished_at(self) -> datetime.datetime | None:
+        """datetime.datetime or None: When the node finished (UTC), also when the flow canceled it."""
+        return _wall_time(self._finished)
+
+    @property
+    def duration(self) -> float | None:
+        """
+        float or None: Seconds the node ran, from a monotonic clock.
+
+        ``None`` until it finished; ``0.0`` for a skipped step's node and for a
+        node the flow canceled before it started.
+        """
+        if self._finished is None:
+            return None
+        return 0.0 if self._started is None else max(0.0, self._finished - self._started)
+
+
+# Maps perf_counter() readings to wall-clock time, so that nodes are timed with one cheap monotonic clock call.
+_WALL_CLOCK_OFFSET = time.time() - time.perf_counter()
+
+
+def _wall_time(reading: float | None) -> datetime.datetime | None:
+    if reading is None:
+        return None
+    return datetime.datetime.fromtimestamp(_WALL_CLOCK_OFFSET + reading, datetime.timezone.utc)
 
 
 def _definitions_in_file(filename: str, module_globals: dict[str, Any] | None) -> dict[tuple[int, str], ast.AST]:
