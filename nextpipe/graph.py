@@ -143,6 +143,15 @@ class FlowNode:
         Set by an app node while its run is in progress: cancels the run.
     run_created : threading.Event or None
         Set by an app node while it creates its run; the event is set once the run exists (or creation failed).
+    started_at, finished_at : datetime.datetime or None
+        When the node started and finished (UTC), set by the runner. A skipped
+        step's node has both set to the moment it was skipped; a node the flow
+        canceled before it started has only ``finished_at``.
+    duration : float or None
+        Seconds the node ran (a monotonic clock's measure; ``0.0`` for a skipped
+        node or one canceled before it started).
+    run_created_at, run_finished_at : datetime.datetime or None
+        For an app node, when the platform created and finished its run.
     """
 
     def __init__(self, parent: FlowStep, index: int):
@@ -160,6 +169,11 @@ class FlowNode:
         self.cancel_run: Callable[[], None] | None = None
         # Set by an app node while it creates its run, so that a failing flow can wait to cancel it.
         self.run_created: threading.Event | None = None
+        self.started_at: datetime.datetime | None = None
+        self.finished_at: datetime.datetime | None = None
+        self.duration: float | None = None
+        self.run_created_at: datetime.datetime | None = None
+        self.run_finished_at: datetime.datetime | None = None
 
     def __repr__(self) -> str:
         return f"FlowNode({self.id})"
