@@ -116,12 +116,15 @@ class RunSummary(DataClassJsonMixin):
         node_count = sum(sum(s.nodes.values()) for s in self.steps)
         took = f" in {_seconds(self.duration)}" if self.duration is not None else ""
         headline = f"Flow {self.flow} {self.status}{took}: {len(self.steps)} steps, {node_count} nodes"
-        rows = [("step", "status", "nodes", "min", "median", "max", "runs")]
+        rows = [("step", "status", "nodes", "time (min / median / max)", "runs")]
         for s in self.steps:
             counts = ", ".join(f"{n} {status}" for status, n in s.nodes.items() if n) or "-"
             runs = s.run_ids[0] + (f" (+{len(s.run_ids) - 1})" if len(s.run_ids) > 1 else "") if s.run_ids else ""
-            times = (_seconds(s.duration_min), _seconds(s.duration_median), _seconds(s.duration_max))
-            rows.append((s.step, s.status, counts, *times, runs))
+            if s.duration_min is None or s.duration_min == s.duration_max:
+                times = _seconds(s.duration_max)
+            else:
+                times = " / ".join(_seconds(d) for d in (s.duration_min, s.duration_median, s.duration_max))
+            rows.append((s.step, s.status, counts, times, runs))
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         lines = ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
         return [headline, *lines]
