@@ -23,7 +23,7 @@ from dataclasses_json import DataClassJsonMixin, config
 
 from .constants import STATUS_FAILED, STATUS_PENDING, STATUS_RUNNING, STATUS_SUCCEEDED
 from .hooks import FlowHooks
-from .utils import logger
+from .utils import _log, logger
 
 STATUS_SKIPPED = "skipped"
 """Status of a step (and of its single node) skipped by ``@optional``."""
@@ -231,7 +231,7 @@ class SummaryHook(FlowHooks):
 
     Only ``flow_start`` and ``flow_end`` are overridden, so nodes pay nothing.
     The table goes to the ``nextpipe`` logger at INFO, one record per line; the
-    headline's record carries the summary as its ``summary`` attribute (a dict).
+    headline's record carries the :class:`RunSummary` as its ``summary`` attribute.
 
     Parameters
     ----------
@@ -256,6 +256,6 @@ class SummaryHook(FlowHooks):
         if self.log_table and logger.isEnabledFor(logging.INFO):
             summary = summarize(flow)
             lines = summary.table()
-            logger.info(lines[0], extra={"step": "nextpipe", "summary": summary.to_dict()})
+            _log(logger, "nextpipe", lines[0], {"summary": summary})
             for line in lines[1:]:
-                logger.info(line, extra={"step": "nextpipe"})
+                _log(logger, "nextpipe", line)

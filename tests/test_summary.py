@@ -172,8 +172,8 @@ def test_the_table_goes_to_the_logger_once_per_run(capsys: pytest.CaptureFixture
         logging.getLogger("nextpipe").removeHandler(handler)
     table = flow.summary().table()
     headline = next(r for r in records if r.getMessage().startswith("Flow batches"))
-    assert headline.summary["status"] == "succeeded"
-    assert [s["step"] for s in headline.summary["steps"]] == ["split", "work", "report", "total"]
+    assert headline.summary.status == "succeeded"
+    assert [s.step for s in headline.summary.steps] == ["split", "work", "report", "total"]
     lines = capsys.readouterr().err.splitlines()
     assert [line.split()[:2] for line in lines[-len(table) :]] == [
         ["[nextpipe]", "Flow"],
