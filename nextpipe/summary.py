@@ -113,9 +113,9 @@ class RunSummary(DataClassJsonMixin):
         list of str
             A headline, a header row and one row per step, columns aligned.
         """
-        node_count = sum(sum(s.nodes.values()) for s in self.steps)
+        nodes = _count(sum(sum(s.nodes.values()) for s in self.steps), "node")
         took = f" in {_seconds(self.duration)}" if self.duration is not None else ""
-        headline = f"Flow {self.flow} {self.status}{took}: {len(self.steps)} steps, {node_count} nodes"
+        headline = f"Flow {self.flow} {self.status}{took}: {_count(len(self.steps), 'step')}, {nodes}"
         rows = [("step", "status", "nodes", "time (min / median / max)", "runs")]
         for s in self.steps:
             counts = ", ".join(f"{n} {status}" for status, n in s.nodes.items() if n) or "-"
@@ -130,10 +130,16 @@ class RunSummary(DataClassJsonMixin):
         return [headline, *lines]
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _seconds(value: float | None) -> str:
     if value is None:
         return "-"
-    return f"{value:.3f}s" if value < 100 else f"{value:.0f}s"
+    if value < 1:
+        return f"{value * 1000:.1f}ms"
+    return f"{value:.2f}s" if value < 100 else f"{value:.0f}s"
 
 
 @dataclass
