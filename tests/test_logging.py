@@ -19,9 +19,16 @@ from pathlib import Path
 
 import pytest
 
-import nextpipe
-from nextpipe import FlowSpec, foreach, log, needs, step
-from nextpipe.utils import LOG_LEVEL_ENV, ConsoleHandler, log_internal
+pytest.register_assert_rewrite("emulator_fixtures")
+
+from emulator_fixtures import fast_polling  # noqa: E402
+from platform_emulator import PlatformEmulator  # noqa: E402
+
+import nextpipe  # noqa: E402
+from nextpipe import FlowSpec, app, foreach, log, needs, step  # noqa: E402
+from nextpipe.utils import LOG_LEVEL_ENV, ConsoleHandler, log_internal  # noqa: E402
+
+pytest_plugins = ["emulator_fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -226,6 +233,21 @@ def test_no_stderr_at_all(monkeypatch: pytest.MonkeyPatch) -> None:
 
     with pytest.raises(RuntimeError, match="Flow failed: Step boom failed: no stderr"):
         Failing("failing", None).run()
+
+
+def test_no_stderr_with_an_app_step_and_live_logs(platform_env: PlatformEmulator, monkeypatch: pytest.MonkeyPatch):
+    platform_env.set_app_behavior("echo", duration=0.1, logs=["a log line"])
+
+    class Solve(FlowSpec):
+        @app(app_id="echo", emit_live_logs=True, polling_options=fast_polling())
+        @step
+        def solve():
+            pass
+
+    monkeypatch.setattr(sys, "stderr", None)
+    flow = Solve("solve", {"x": 1})
+    flow.run()
+    assert flow.get_result(flow.solve)["solution"] == {"x": 1}
 
 
 def test_no_stderr_in_a_fresh_interpreter() -> None:
