@@ -17,7 +17,6 @@ ignored.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import os
 import signal
 import sys
@@ -41,7 +40,6 @@ RUN_CREATION_GRACE = 5.0
 """Most seconds a failing flow waits for app runs being created, so that it can cancel them."""
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-_UTC = datetime.timezone.utc
 
 
 class _NotStarted(Exception):
@@ -276,8 +274,7 @@ class Runner:
             node.predecessors = [n for p in step.predecessors for n in p.nodes]
             node.status = STATUS_SUCCEEDED
             node.done = True
-            node.started_at = node.finished_at = datetime.datetime.now(_UTC)
-            node.duration = 0.0
+            node._started = node._finished = time.perf_counter()
             step.nodes = [node]
             self.node_idxs[step] = 1
             skipped.append(node)
@@ -307,20 +304,16 @@ class Runner:
             hooks = self._hooks
         self._changed()
         log_internal(f"Running node {node.id}")
-        node.started_at = datetime.datetime.now(_UTC)
-        start = time.perf_counter()
+        node._started = time.perf_counter()
         if hooks.node_start:
             hooks.emit("node_start", self.spec, node)
-        try:
-            return execute_node(self.spec, node, args)
-        finally:
-            node.duration = time.perf_counter() - start
-            node.finished_at = datetime.datetime.now(_UTC)
+        return execute_node(self.spec, node, args)
 
     def _node_done(self, job: Job) -> None:
         # Runs in the worker that ran the node: it schedules what becomes ready and then takes the
         # next job itself, so a chain hands no work between threads and a failure stops queued nodes at once.
         node = job.reference
+        node._finished = time.perf_counter()  # the done callback follows the node's code at once, in its worker
         if job.error is not None:
             self._node_failed(node, job.error)
             return
@@ -376,14 +369,13 @@ class Runner:
         with self.lock_running:
             self._stop(error)
             running = list(self._running)  # frozen from now on: completions are no longer recorded
-        now = datetime.datetime.now(_UTC)
+        now = time.perf_counter()
         for node in running:
             node.cancel = True
             node.status = STATUS_FAILED
             node.error = node.error or "canceled: the flow failed or was interrupted"
             node.done = True
-            node.finished_at = now
-            node.duration = (now - node.started_at).total_seconds() if node.started_at is not None else 0.0
+            node._finished = now
         # A run still being created is canceled by its own worker as soon as it exists: wait for that, briefly.
         deadline = time.monotonic() + RUN_CREATION_GRACE
         for node in running:

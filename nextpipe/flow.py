@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from . import reporting
 from ._runner import Runner
 from .config import Configuration
 from .constants import (
@@ -23,7 +24,6 @@ from .constants import (
 )
 from .graph import FlowDefinitionError, FlowGraph, FlowNode, FlowStep, StepVisitor
 from .hooks import RunHooks, check_hook, registered
-from .reporting import default_hooks
 from .uplink import UplinkClient, UplinkConfig
 from .utils import log_internal
 
@@ -172,7 +172,7 @@ class FlowSpec:
         KeyboardInterrupt
             On Ctrl-C, after running app runs were canceled.
         """
-        self.runner.run(RunHooks([*registered(), *self._hooks, *default_hooks(self)]))
+        self.runner.run(RunHooks([*registered(), *self._hooks, *reporting.default_hooks(self)]))
 
     def get_result(self, step: Any) -> Any:
         """
