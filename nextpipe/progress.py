@@ -10,6 +10,7 @@ log lines print above it instead of garbling it.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import sys
@@ -71,35 +72,53 @@ def progress_applies(flow: Any) -> bool:
 
 
 class _Board:
-    """The display's content: rebuilt from the graph's nodes at each redraw."""
+    """The display's content: rebuilt from the graph's nodes at each redraw (a finished step's row is kept)."""
 
     def __init__(self, flow: Any):
         self.flow = flow
         self.started = time.monotonic()
+        self._final_rows: dict[Any, tuple[str, ...]] = {}
+        # A step's first start, once seen, is final: a node that starts later cannot have started earlier.
+        self._first_starts: dict[Any, datetime.datetime] = {}
 
     def __rich__(self) -> Any:
         from rich.table import Table
-
-        from .summary import STATUS_FAILED, STATUS_PENDING, STATUS_RUNNING, STATUS_SUCCEEDED, summarize_step
 
         elapsed = time.monotonic() - self.started
         table = Table(title=f"{self.flow.name}  {elapsed:.1f}s", title_justify="left", box=None, padding=(0, 1))
         for column in ("step", "status", "done", "running", "failed", "waiting", "time"):
             table.add_column(column, justify="left" if column in ("step", "status") else "right")
-        styles = {"running": "yellow", "succeeded": "green", "failed": "red", "skipped": "dim", "waiting": "dim"}
+        now = datetime.datetime.now(datetime.timezone.utc)
         for step in self.flow.graph.steps:
-            s = summarize_step(step)
-            total = sum(s.nodes.values())
-            cells = [s.nodes[STATUS_SUCCEEDED] + s.nodes["skipped"], s.nodes[STATUS_RUNNING], s.nodes[STATUS_FAILED]]
-            cells.append(s.nodes[STATUS_PENDING])
-            time_cell = f"{s.duration_max:.1f}s" if s.duration_max is not None else ""
-            table.add_row(
-                s.step,
-                f"[{styles.get(s.status, '')}]{s.status}[/]",
-                *(str(c) if total else "-" for c in cells),
-                time_cell,
-            )
+            row = self._final_rows.get(step)
+            if row is None:
+                nodes = list(step.nodes)  # a snapshot: the runner replaces the list when the step starts
+                start = self._first_starts.get(step)
+                if start is None:
+                    start = min((t for node in nodes if (t := node.started_at) is not None), default=None)
+                    if start is not None:
+                        self._first_starts[step] = start
+                row = _row(step, nodes, start, now)
+                if step.done:
+                    self._final_rows[step] = row
+            table.add_row(*row)
         return table
+
+
+_STYLES = {"running": "yellow", "succeeded": "green", "failed": "red", "skipped": "dim", "waiting": "dim"}
+
+
+def _row(step: Any, nodes: list[Any], start: datetime.datetime | None, now: datetime.datetime) -> tuple[str, ...]:
+    """A step's row: id, status, node counts (done, running, failed, waiting) and time so far."""
+    from .summary import STATUS_FAILED, STATUS_PENDING, STATUS_RUNNING, STATUS_SKIPPED, STATUS_SUCCEEDED, step_status
+
+    status, n = step_status(step, nodes)
+    counts = (n[STATUS_SUCCEEDED] + n[STATUS_SKIPPED], n[STATUS_RUNNING], n[STATUS_FAILED], n[STATUS_PENDING])
+    cells = [str(c) for c in counts] if nodes else ["-"] * len(counts)
+    # From the first node's start to now while the step runs, to its last node's end once it is done.
+    end = max((t for node in nodes if (t := node.finished_at) is not None), default=now) if step.done else now
+    took = f"{(end - start).total_seconds():.1f}s" if start is not None else ""
+    return (step.definition.get_id(), f"[{_STYLES[status]}]{status}[/]", *cells, took)
 
 
 class ProgressHook(FlowHooks):

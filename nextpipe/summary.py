@@ -188,6 +188,40 @@ def summarize(flow: Any) -> RunSummary:
     return RunSummary(flow.name, status, times.started_at, times.finished_at, duration, error, steps)
 
 
+def step_status(step: Any, nodes: list[Any]) -> tuple[str, dict[str, int]]:
+    """
+    Tell a step's status and count its nodes by status.
+
+    Parameters
+    ----------
+    step : FlowStep
+        The step.
+    nodes : list of FlowNode
+        A snapshot of the step's nodes.
+
+    Returns
+    -------
+    tuple of (str, dict of str to int)
+        The step's status (see :attr:`StepSummary.status`) and the node counts
+        (the keys of :data:`NODE_STATUSES`).
+    """
+    counts = dict.fromkeys(NODE_STATUSES, 0)
+    skipped = getattr(step, "skipped", False)
+    for node in nodes:
+        counts[STATUS_SKIPPED if skipped else node.status] += 1
+    if skipped:
+        status = STATUS_SKIPPED
+    elif not nodes:
+        status = STATUS_WAITING
+    elif counts[STATUS_FAILED]:
+        status = STATUS_FAILED
+    elif step.done:
+        status = STATUS_SUCCEEDED
+    else:
+        status = STATUS_RUNNING
+    return status, counts
+
+
 def summarize_step(step: Any) -> StepSummary:
     """
     Build the summary of one step from its nodes as they are now.
@@ -203,20 +237,8 @@ def summarize_step(step: Any) -> StepSummary:
         The step's status, node counts, durations, runs and errors.
     """
     nodes = list(step.nodes)  # a snapshot: the runner replaces the list when the step starts
-    counts = dict.fromkeys(NODE_STATUSES, 0)
-    skipped = getattr(step, "skipped", False)
-    for node in nodes:
-        counts[STATUS_SKIPPED if skipped else node.status] += 1
-    if skipped:
-        status = STATUS_SKIPPED
-    elif not nodes:
-        status = STATUS_WAITING
-    elif counts[STATUS_FAILED]:
-        status = STATUS_FAILED
-    elif step.done:
-        status = STATUS_SUCCEEDED
-    else:
-        status = STATUS_RUNNING
+    status, counts = step_status(step, nodes)
+    skipped = status == STATUS_SKIPPED
     durations = [d for n in nodes if n.done and (d := getattr(n, "duration", None)) is not None] if not skipped else []
     return StepSummary(
         step=step.definition.get_id(),
