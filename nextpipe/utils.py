@@ -25,7 +25,9 @@ LOG_FORMAT = "[%(step)s] %(message)s"
 """Format of the default handler's lines: the original's ``[<step>] <message>``."""
 
 logger = logging.getLogger(LOGGER_NAME)
+"""The ``nextpipe`` logger: nextpipe's own lines (``log_internal``), at INFO unless ``NEXTPIPE_LOG_LEVEL`` says."""
 step_logger = logging.getLogger(LOGGER_NAME + ".step")
+"""The ``nextpipe.step`` logger: the lines of ``log()``, with the name in brackets as the record's ``step``."""
 _CONSOLE_HANDLER_NAME = "nextpipe-console"
 
 
@@ -127,14 +129,21 @@ _console = _console_handler()
 
 
 def _only_console(source: logging.Logger) -> bool:
-    """Whether a record of ``source`` would reach no filter and no handler but the default one, as it was set up."""
+    """Whether a record of ``source`` would meet no filter and no handler but the default one, as nextpipe set it up."""
+    reached = False
     current: logging.Logger | None = source
     while current is not None:
         handlers = current.handlers
-        if current.filters or (handlers and (len(handlers) > 1 or handlers[0] is not _console)):
+        if current.filters:
+            return False
+        if current is logger:
+            if len(handlers) != 1 or handlers[0] is not _console:
+                return False
+            reached = True
+        elif handlers:
             return False
         current = current.parent if current.propagate else None
-    return not _console.filters and _console.formatter is _FORMATTER and _console.level <= logging.INFO
+    return reached and not _console.filters and _console.formatter is _FORMATTER and _console.level <= logging.INFO
 
 
 def _log(source: logging.Logger, step: str, message: str, attributes: dict[str, Any] | None = None) -> None:

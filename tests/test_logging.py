@@ -149,6 +149,26 @@ def test_set_level_warning_silences_the_info_lines(capsys: pytest.CaptureFixture
     assert flow.get_result(flow.work) == [0, 1]
 
 
+def test_removing_the_default_handler_silences_the_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    logger = logging.getLogger("nextpipe")
+    (default,) = [h for h in logger.handlers if isinstance(h, ConsoleHandler)]
+    logger.removeHandler(default)
+    log("not shown")
+    log_internal("not shown either")
+    assert capsys.readouterr().err == ""
+
+
+def test_a_formatter_on_the_default_handler_is_used(capsys: pytest.CaptureFixture[str]) -> None:
+    (default,) = [h for h in logging.getLogger("nextpipe").handlers if isinstance(h, ConsoleHandler)]
+    formatter = default.formatter
+    default.setFormatter(logging.Formatter("%(levelname)s %(step)s: %(message)s"))
+    try:
+        log("formatted", step_name="mine")
+    finally:
+        default.setFormatter(formatter)
+    assert capsys.readouterr().err == "INFO mine: formatted\n"
+
+
 def test_user_handler_receives_structured_records(capsys: pytest.CaptureFixture[str]) -> None:
     records: list[logging.LogRecord] = []
 
