@@ -45,7 +45,7 @@ def progress_applies(flow: Any) -> bool:
     Tell whether a run of ``flow`` gets the live display.
 
     It does on an interactive terminal (``sys.stderr`` is a TTY and ``TERM`` is
-    not ``dumb``), unless ``Configuration(progress=False)``,
+    not ``dumb``) that no other rich live display uses, unless ``Configuration(progress=False)``,
     ``NEXTPIPE_PROGRESS=0``, the ``CI`` variable is set, the flow runs as a
     Nextmv run (``NEXTMV_RUN_ID``), or the ``nextpipe`` logger's level is above
     INFO.
@@ -67,6 +67,8 @@ def progress_applies(flow: Any) -> bool:
     if os.environ.get("CI", "").strip().lower() not in ("", *_OFF) or os.environ.get(ENV_RUN_ID):
         return False
     if os.environ.get("TERM") == "dumb" or not _isatty(sys.stderr):
+        return False
+    if getattr(sys.stderr, "rich_proxied_file", None) is not None:  # another live display (the caller's) is on
         return False
     return logger.isEnabledFor(logging.INFO)
 

@@ -98,6 +98,14 @@ def test_off_when_not_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [type(h) for h in default_hooks(Work("work", {"n": 1}))] == [SummaryHook]
 
 
+def test_off_while_another_live_display_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.file_proxy import FileProxy
+
+    on_terminal(monkeypatch)
+    monkeypatch.setattr(sys, "stderr", FileProxy(recording_console(), sys.stderr))
+    assert not progress_applies(Work("work", {"n": 1}))
+
+
 def test_off_above_info(monkeypatch: pytest.MonkeyPatch) -> None:
     on_terminal(monkeypatch)
     logger = logging.getLogger("nextpipe")
