@@ -14,9 +14,8 @@ from __future__ import annotations
 import datetime
 import logging
 import statistics
-import threading
-import weakref
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dataclasses_json import DataClassJsonMixin, config
@@ -142,16 +141,18 @@ def _seconds(value: float | None) -> str:
     return f"{value:.2f}s" if value < 100 else f"{value:.0f}s"
 
 
-@dataclass
+@dataclass(frozen=True)
 class _RunTimes:
+    """Start and end of a flow's latest run, kept on the flow (replaced whole, so readers see one consistent state)."""
+
     started_at: datetime.datetime | None = None
     finished_at: datetime.datetime | None = None
+    duration: float | None = None  # from a monotonic clock
     error: BaseException | None = None
+    started: float = 0.0  # perf_counter() at the start
 
 
-# Start and end of each flow's latest run; weak so that a flow that is dropped is forgotten.
-_runs: weakref.WeakKeyDictionary[Any, _RunTimes] = weakref.WeakKeyDictionary()
-_runs_lock = threading.Lock()
+_RUN_TIMES_ATTR = "_nextpipe_run_times"
 
 
 def summarize(flow: Any) -> RunSummary:
@@ -168,8 +169,7 @@ def summarize(flow: Any) -> RunSummary:
     RunSummary
         The flow's status, wall time and per-step figures.
     """
-    with _runs_lock:
-        times = _runs.get(flow) or _RunTimes()
+    times: _RunTimes = getattr(flow, _RUN_TIMES_ATTR, None) or _RunTimes()
     if times.started_at is None:
         status = STATUS_PENDING
     elif times.finished_at is None:
@@ -180,12 +180,9 @@ def summarize(flow: Any) -> RunSummary:
         status = STATUS_CANCELED
     else:
         status = STATUS_FAILED
-    duration = None
-    if times.started_at is not None and times.finished_at is not None:
-        duration = (times.finished_at - times.started_at).total_seconds()
     error = None if times.error is None else str(times.error) or type(times.error).__name__
     steps = [summarize_step(step) for step in flow.graph.steps] if times.started_at is not None else []
-    return RunSummary(flow.name, status, times.started_at, times.finished_at, duration, error, steps)
+    return RunSummary(flow.name, status, times.started_at, times.finished_at, times.duration, error, steps)
 
 
 def step_status(step: Any, nodes: list[Any]) -> tuple[str, dict[str, int]]:
@@ -272,15 +269,16 @@ class SummaryHook(FlowHooks):
 
     def flow_start(self, flow: Any) -> None:
         """Record the run's start."""
-        with _runs_lock:
-            _runs[flow] = _RunTimes(started_at=datetime.datetime.now(datetime.timezone.utc))
+        now = datetime.datetime.now(datetime.timezone.utc)
+        setattr(flow, _RUN_TIMES_ATTR, _RunTimes(started_at=now, started=time.perf_counter()))
 
     def flow_end(self, flow: Any, error: BaseException | None) -> None:
         """Record the run's end and log the summary table."""
-        with _runs_lock:
-            times = _runs.setdefault(flow, _RunTimes())
-            times.finished_at = datetime.datetime.now(datetime.timezone.utc)
-            times.error = error
+        ended = time.perf_counter()
+        start: _RunTimes = getattr(flow, _RUN_TIMES_ATTR, None) or _RunTimes(started=ended)
+        finished_at = datetime.datetime.now(datetime.timezone.utc)
+        times = replace(start, finished_at=finished_at, duration=ended - start.started, error=error)
+        setattr(flow, _RUN_TIMES_ATTR, times)
         if self.log_table and logger.isEnabledFor(logging.INFO):
             summary = summarize(flow)
             lines = summary.table()

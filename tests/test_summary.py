@@ -71,7 +71,7 @@ def test_summary_after_success(capsys: pytest.CaptureFixture[str]) -> None:
     summary = flow.summary()
     assert summary.status == "succeeded" and summary.error is None
     assert before <= summary.started_at <= summary.finished_at <= after
-    assert summary.duration == (summary.finished_at - summary.started_at).total_seconds()
+    assert 0 < summary.duration <= (after - before).total_seconds()
     steps = by_step(summary)
     assert list(steps) == ["split", "work", "report", "total"]
     assert steps["work"].status == "succeeded"
