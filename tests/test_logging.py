@@ -11,6 +11,7 @@ import importlib.metadata
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -55,10 +56,16 @@ FLOW_SCRIPT = textwrap.dedent(
 )
 
 
-def run_script(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Runs `code` in a fresh interpreter with this worktree's nextpipe, no Nextmv or nextpipe variables."""
+def script_env(**env: str) -> dict[str, str]:
+    """This environment with this worktree's nextpipe, no Nextmv or nextpipe variables, as in CI."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("NEXTMV_", "NEXTPIPE_"))}
-    environment.update(PYTHONPATH=str(ROOT), CI="1", **(env or {}))
+    environment.update(PYTHONPATH=str(ROOT), CI="1", **env)
+    return environment
+
+
+def run_script(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Runs `code` in a fresh interpreter."""
+    environment = script_env(**(env or {}))
     return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=120, check=False
     )
@@ -124,6 +131,48 @@ def test_default_output_keeps_the_original_format() -> None:
     # A multi-line message is written as it is, after one prefix: the Mermaid text.
     assert "[nextpipe] graph LR\n  prepare(prepare)\n  prepare --> finish\n  finish(finish)\n\n" in proc.stderr
     assert proc.stdout == ""
+
+
+# "Before": the original's way, each line written straight to stderr, and no built-in hooks (no summary).
+BEFORE = """
+import runpy, sys
+import nextpipe.reporting, nextpipe.utils
+
+def write(source, step, message, attributes=None):
+    sys.stderr.write(f"[{step}] {message}\\n")
+    sys.stderr.flush()
+
+nextpipe.utils._log = write
+nextpipe.reporting.default_hooks = lambda flow: []
+sys.argv = ["main.py"]
+runpy.run_path("main.py", run_name="__main__")
+"""
+
+
+def test_an_example_prints_what_it_did_before_plus_the_summary(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "examples" / "chain", tmp_path / "chain", ignore=shutil.ignore_patterns(".nextmv"))
+    outputs = {}
+    for when, command in (("before", ["-c", BEFORE]), ("after", ["main.py"])):
+        with open(tmp_path / "chain" / "input.json") as stdin:
+            proc = subprocess.run(
+                [sys.executable, *command],
+                cwd=tmp_path / "chain",
+                stdin=stdin,
+                capture_output=True,
+                text=True,
+                env={**script_env(), "HOME": str(tmp_path), "UV_OFFLINE": "1", "UV_NO_PROJECT": "1"},
+                timeout=180,
+                check=False,
+            )
+        assert proc.returncode == 0, proc.stderr
+        # Run ids and the run's folder differ from run to run.
+        outputs[when] = re.sub(r"local-[a-z0-9]+", "local-ID", proc.stderr).splitlines()
+    before, after = outputs["before"], outputs["after"]
+    assert after[: len(before)] == before
+    added = after[len(before) :]
+    assert re.fullmatch(r"\[nextpipe\] Flow chain succeeded in .*: 3 steps, 3 nodes", added[0])
+    assert [line.split()[1] for line in added[2:]] == ["prepare", "echo", "enhance"]
+    assert added[3].endswith("local-ID") and len(added) == 5
 
 
 def test_summary_table_comes_last_through_the_logger() -> None:
