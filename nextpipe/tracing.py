@@ -93,10 +93,12 @@ class TracingHook(FlowHooks):
         if node.run_id:
             span.set_attribute("nextpipe.run.id", node.run_id)
         if error is not None:
-            span.set_attribute("nextpipe.error", str(error))
+            text = str(error) or type(error).__name__
+            span.set_attribute("nextpipe.error", text)
             if isinstance(error, BaseException):
+                span.set_attribute("error.type", type(error).__qualname__)
                 span.record_exception(error)
-            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, str(error)))
+            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, text))
         span.end(end_time=_nanoseconds(getattr(node, "finished_at", None)))
 
     def _open_spans(self, flow: Any) -> dict[Any, Any]:

@@ -109,6 +109,7 @@ def test_a_failed_node_and_run(hook: TracingHook, exporter: InMemorySpanExporter
     (node,) = spans["fail"]
     assert node.status.status_code is StatusCode.ERROR and node.status.description == "it broke"
     assert node.attributes["nextpipe.status"] == "failed" and node.attributes["nextpipe.error"] == "it broke"
+    assert node.attributes["error.type"] == "ValueError"
     (event,) = node.events
     assert event.name == "exception" and event.attributes["exception.type"] == "ValueError"
     (root,) = spans["flow failing"]
