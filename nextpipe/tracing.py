@@ -9,7 +9,8 @@ and OpenTelemetry is not even imported.
 Node spans are children of the run's span and are named after their step;
 their attributes are ``nextpipe.step``, ``nextpipe.node.id``,
 ``nextpipe.app.id``, ``nextpipe.run.id`` and ``nextpipe.status``; a failed
-node's span has status ERROR, the exception recorded and ``nextpipe.error``.
+node's span has status ERROR, the exception recorded, ``error.type`` and
+``nextpipe.error``.
 """
 
 from __future__ import annotations
