@@ -1,0 +1,51 @@
+"""Findings of trying nextpipe as a new user would: each test is a mistake or an edge a user ran into."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nextpipe import Configuration, FlowSpec, app, step
+from nextpipe.graph import FlowDefinitionError
+
+
+class PlainFlow(FlowSpec):
+    @step
+    def increment(data: int) -> int:
+        return data + 1
+
+
+class EchoFlow(FlowSpec):
+    @app(app_id="echo")
+    @step
+    def echo() -> None:
+        pass
+
+
+@pytest.mark.parametrize("value", ["garbage", "echo", "echo=", "=apps/echo"])
+def test_malformed_local_apps_variable_leaves_flows_without_app_steps_alone(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEXTPIPE_LOCAL_APPS", value)
+    flow = PlainFlow("plain", 1)
+    flow.run()
+    assert flow.get_result(flow.increment) == 2
+    with pytest.raises(ValueError, match="NEXTPIPE_LOCAL_APPS entries must look like 'app_id=directory'"):
+        EchoFlow("echo", {})
+
+
+@pytest.mark.parametrize("via", ["configuration", "environment"])
+def test_local_app_mapped_to_a_file_says_it_is_not_a_directory(
+    via: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = tmp_path / "app.yaml"
+    manifest.write_text("type: python\n")
+    conf = Configuration(local_apps={"echo": str(manifest)}) if via == "configuration" else None
+    if via == "environment":
+        monkeypatch.setenv("NEXTPIPE_LOCAL_APPS", f"echo={manifest}")
+    with pytest.raises(FlowDefinitionError) as raised:
+        EchoFlow("echo", {}, conf=conf)
+    message = str(raised.value)
+    assert message.startswith(f"Step echo: app 'echo' is mapped to the local app directory {manifest}, ")
+    assert "is not a directory" in message and "does not exist" not in message
