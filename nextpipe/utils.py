@@ -25,9 +25,15 @@ def _current_step_name() -> str:
 
 
 def _write_line(line: str) -> None:
+    stream = sys.stderr
+    if stream is None:  # pythonw, some services: nowhere to log, and logging never fails a flow
+        return
     with _log_lock:
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+        try:
+            stream.write(line + "\n")
+            stream.flush()
+        except (OSError, ValueError):  # a closed stream or a broken pipe: the line is lost, the flow goes on
+            pass
 
 
 def log(message: str, step_name: str | None = None) -> None:

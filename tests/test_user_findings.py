@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import sys
 from pathlib import Path
 
 import pytest
 
-from nextpipe import Configuration, FlowSpec, app, step
+from nextpipe import Configuration, FlowSpec, app, needs, step
 from nextpipe.graph import FlowDefinitionError
 
 
@@ -49,3 +51,29 @@ def test_local_app_mapped_to_a_file_says_it_is_not_a_directory(
     message = str(raised.value)
     assert message.startswith(f"Step echo: app 'echo' is mapped to the local app directory {manifest}, ")
     assert "is not a directory" in message and "does not exist" not in message
+
+
+class FailingFlow(FlowSpec):
+    @step
+    def load(data: int) -> int:
+        return data
+
+    @needs(predecessors=[load])
+    @step
+    def divide(data: int) -> float:
+        return 1 / data
+
+
+@pytest.mark.parametrize("stderr", ["none", "closed"])
+def test_flow_without_a_usable_stderr_runs_and_fails_as_usual(stderr: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # pythonw and some services run with sys.stderr None; a closed stream stands for a broken pipe.
+    closed = io.StringIO()
+    closed.close()
+    monkeypatch.setattr(sys, "stderr", None if stderr == "none" else closed)
+    flow = FailingFlow("quiet", 2)
+    flow.run()
+    assert flow.get_result(flow.divide) == 0.5
+    failing = FailingFlow("quiet", 0)
+    with pytest.raises(RuntimeError, match="^Flow failed: Step divide failed: division by zero$"):
+        failing.run()
+    assert failing.get_result(failing.load) == 0
