@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from nextpipe import Configuration, FlowSpec, app, needs, step
+from nextpipe import Configuration, FlowSpec, app, needs, optional, repeat, step
 from nextpipe.graph import FlowDefinitionError
 
 
@@ -77,3 +78,37 @@ def test_flow_without_a_usable_stderr_runs_and_fails_as_usual(stderr: str, monke
     with pytest.raises(RuntimeError, match="^Flow failed: Step divide failed: division by zero$"):
         failing.run()
     assert failing.get_result(failing.load) == 0
+
+
+@pytest.mark.parametrize(
+    ("decorators", "name", "usage"),
+    [
+        (lambda a, b: [needs(predecessors=[a]), needs(predecessors=[b])], "needs", "list every predecessor"),
+        (lambda a, b: [repeat(repetitions=2), repeat(repetitions=3)], "repeat", "one @repeat"),
+        (lambda a, b: [optional(condition=bool), optional(condition=callable)], "optional", "one @optional"),
+        (lambda a, b: [app(app_id="first"), app(app_id="second")], "app", "one app step per app"),
+    ],
+)
+def test_a_decorator_applied_twice_is_refused(decorators: Any, name: str, usage: str) -> None:
+    # Applied twice, the outer decorator replaced the inner one's setting: a predecessor or a condition was lost.
+    class Twice(FlowSpec):
+        @step
+        def first(data: int) -> int:
+            return data
+
+        @step
+        def second(data: int) -> int:
+            return data
+
+        def combine(x: int, y: int = 0) -> int:
+            return x + y
+
+        combine = step(combine)
+        for decorator in decorators(first, second):
+            combine = decorator(combine)
+
+    with pytest.raises(FlowDefinitionError) as raised:
+        Twice("twice", 1)
+    message = str(raised.value)
+    assert message.startswith(f"Step combine: @{name} is applied twice, so the outer one would replace the inner one:")
+    assert usage in message
