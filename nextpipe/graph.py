@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from .uplink import FlowUpdateDTO
 
 
+_PACKAGE = __name__.partition(".")[0] + "."
+
+
 class FlowDefinitionError(ValueError):
     """A flow class declares its steps in a way that cannot run; the message names the step and the fix."""
 
@@ -277,10 +280,13 @@ def _declared_steps(flow_class: type) -> list[Step]:
     ------
     FlowDefinitionError
         For a declaration mistake recorded by a decorator, a decorator used without its call, two
-        steps with the same id, or no steps at all.
+        steps with the same id, a step named like a member of ``FlowSpec`` (``run``), or no steps at all.
     """
     by_name: dict[str, Any] = {}
+    members: dict[str, str] = {}  # public members of nextpipe's own base classes, which a step would hide
     for klass in reversed(flow_class.__mro__):
+        if klass.__module__.startswith(_PACKAGE):
+            members.update((name, f"{klass.__name__}.{name}") for name in vars(klass) if not name.startswith("_"))
         by_name.update(vars(klass))
     names_by_id: dict[str, str] = {}
     steps: dict[Step, None] = {}
@@ -300,6 +306,11 @@ def _declared_steps(flow_class: type) -> list[Step]:
         definition = getattr(value, "step", None)
         if not getattr(value, "is_step", False) or not isinstance(definition, Step) or definition in steps:
             continue  # not a step, or a step bound to a second name (legacy = prepare): still one step
+        if name in members:
+            raise FlowDefinitionError(
+                f"Step {name} of {flow_class.__name__} hides {members[name]}: flow.{name} would be the step "
+                "instead. Give the step function another name."
+            )
         step_id = definition.get_id()
         if step_id in names_by_id:
             raise FlowDefinitionError(

@@ -112,3 +112,19 @@ def test_a_decorator_applied_twice_is_refused(decorators: Any, name: str, usage:
     message = str(raised.value)
     assert message.startswith(f"Step combine: @{name} is applied twice, so the outer one would replace the inner one:")
     assert usage in message
+
+
+@pytest.mark.parametrize("member", ["run", "get_result", "client"])
+def test_a_step_named_like_a_flow_member_is_refused(member: str) -> None:
+    # A step named run replaced FlowSpec.run: flow.run() called the step and the flow silently never ran.
+    def work(data: int) -> int:
+        return data
+
+    work.__name__ = work.__qualname__ = member
+    flow_class = type("Shadow", (FlowSpec,), {member: step(work)})
+    with pytest.raises(FlowDefinitionError) as raised:
+        flow_class("shadow", 1)
+    assert str(raised.value) == (
+        f"Step {member} of Shadow hides FlowSpec.{member}: flow.{member} would be the step instead. "
+        "Give the step function another name."
+    )
