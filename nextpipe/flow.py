@@ -180,12 +180,17 @@ class FlowSpec:
         Raises
         ------
         Exception
-            When ``step`` is not a step function.
+            When ``step`` is not a step function, or not one of this flow.
         """
         definition = getattr(step, "step", None)
         if definition is None or not hasattr(step, "is_step"):
             raise Exception(f"Step {step} does not have a step decorator.")
-        flow_step = self.graph.get_step(definition)
+        flow_step = self.graph.steps_by_definition.get(definition)
+        if flow_step is None:
+            raise Exception(
+                f"Step {definition.get_id()} is not a step of {type(self).__name__} (another flow's step?): "
+                f"pass a step of this flow, e.g. flow.{self.graph.steps[0].definition.get_id()}."
+            )
         if not flow_step.done:
             return None
         nodes = flow_step.nodes

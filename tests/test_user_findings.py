@@ -128,3 +128,13 @@ def test_a_step_named_like_a_flow_member_is_refused(member: str) -> None:
         f"Step {member} of Shadow hides FlowSpec.{member}: flow.{member} would be the step instead. "
         "Give the step function another name."
     )
+
+
+def test_get_result_of_another_flows_step_names_the_step() -> None:
+    flow = PlainFlow("plain", 1)
+    flow.run()
+    with pytest.raises(
+        Exception, match=r"^Step divide is not a step of PlainFlow \(another flow's step\?\): "
+    ) as raised:
+        flow.get_result(FailingFlow.divide)
+    assert "flow.increment" in str(raised.value)
