@@ -129,7 +129,9 @@ def load_module(path: str) -> ModuleType:
         When the file does not exist or raises while it is imported.
     """
     if not os.path.isfile(path):
-        raise CommandError(f"{path}: no such file.")
+        raise CommandError(
+            f"{path}: " + ("a directory, not a Python file." if os.path.isdir(path) else "no such file.")
+        )
     shown, path = path, os.path.abspath(path)
     spec = importlib.util.spec_from_file_location(_MODULE_NAME, path)
     if spec is None or spec.loader is None:
@@ -179,7 +181,8 @@ def find_flow(module: ModuleType, class_name: str | None = None, where: str | No
     module : ModuleType
         A module imported with :func:`load_module`.
     class_name : str, optional
-        The class to pick; by default the only ``FlowSpec`` subclass that the module defines.
+        The class to pick; by default the only ``FlowSpec`` subclass that the module defines
+        (or, when it defines none, the only one it imports).
     where : str, optional
         How messages name the module; its file by default.
 
@@ -195,14 +198,9 @@ def find_flow(module: ModuleType, class_name: str | None = None, where: str | No
         named and the module defines no flow or several.
     """
     where = where or getattr(module, "__file__", None) or module.__name__
-    flows = [
-        value
-        for value in vars(module).values()
-        if isinstance(value, type)
-        and issubclass(value, FlowSpec)
-        and value is not FlowSpec
-        and value.__module__ == module.__name__
-    ]
+    found = [value for value in vars(module).values() if isinstance(value, type) and issubclass(value, FlowSpec)]
+    # A script that imports its flow from a neighbouring module (from flows import Solve) holds the flow too.
+    flows = [flow for flow in found if flow.__module__ == module.__name__] or [f for f in found if f is not FlowSpec]
     names = ", ".join(flow.__name__ for flow in flows)
     if class_name is not None:
         found = getattr(module, class_name, None)

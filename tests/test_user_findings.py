@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from nextpipe import Configuration, FlowSpec, app, needs, optional, repeat, step
+from nextpipe import Configuration, FlowSpec, app, cli, needs, optional, repeat, step
 from nextpipe.graph import FlowDefinitionError
 
 
@@ -138,3 +138,25 @@ def test_get_result_of_another_flows_step_names_the_step() -> None:
     ) as raised:
         flow.get_result(FailingFlow.divide)
     assert "flow.increment" in str(raised.value)
+
+
+def test_graph_command_on_a_script_that_imports_its_flow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "user_findings_flows.py").write_text(
+        "from nextpipe import FlowSpec, step\n\n\nclass Solve(FlowSpec):\n    @step\n    def prepare(data):\n"
+        "        return data\n"
+    )
+    (tmp_path / "main.py").write_text(
+        "from user_findings_flows import Solve\n\nif __name__ == '__main__':\n    Solve('solve', {}).run()\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "user_findings_flows", raising=False)
+    try:
+        assert cli.main(["graph", "main.py"]) == 0
+        assert capsys.readouterr() == ("graph LR\n  prepare(prepare)\n", "")
+    finally:
+        sys.modules.pop("user_findings_flows", None)
+        sys.modules.pop("_nextpipe_graph_target", None)
+    assert cli.main(["graph", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"nextpipe: error: {tmp_path}: a directory, not a Python file.\n"
