@@ -11,6 +11,7 @@ import pytest
 
 from nextpipe import Configuration, FlowSpec, app, cli, needs, optional, repeat, step
 from nextpipe.graph import FlowDefinitionError
+from nextpipe.uplink import UplinkConfig
 
 
 class PlainFlow(FlowSpec):
@@ -160,3 +161,31 @@ def test_graph_command_on_a_script_that_imports_its_flow(
         sys.modules.pop("_nextpipe_graph_target", None)
     assert cli.main(["graph", str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"nextpipe: error: {tmp_path}: a directory, not a Python file.\n"
+
+
+class RecordingClient:
+    """Stands in for nextmv.cloud.Client: keeps the requests instead of sending them."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, Any]] = []
+
+    def request(self, method: str, endpoint: str, payload: Any = None, **kwargs: Any) -> None:
+        self.requests.append((method, endpoint, payload))
+
+
+def test_uplink_attributes_after_construction() -> None:
+    # Inactive: nothing is waiting to be sent, ever.
+    quiet = PlainFlow("plain", 1)
+    assert (quiet.uplink.inactive, quiet.uplink.changed, quiet.uplink.flow) == (True, False, {})
+    quiet.run()
+    assert (quiet.uplink.changed, quiet.uplink.flow) == (False, {})
+    # Active: the constructor handed the initial graph over, so it is the latest state, waiting to be sent.
+    client = RecordingClient()
+    flow = PlainFlow("plain", 1, client=client, uplink_config=UplinkConfig(application_id="app", run_id="run"))
+    assert flow.uplink.changed is True
+    initial = flow.uplink.flow
+    assert initial["pipeline_graph"] == {"steps": [{"id": "increment", "predecessors": []}], "nodes": []}
+    flow.run()
+    assert flow.uplink.changed is False
+    assert flow.uplink.flow == client.requests[-1][2]
+    assert flow.uplink.flow["pipeline_graph"]["nodes"][0]["status"] == "succeeded"
