@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import nextmv
 import pytest
 
-from nextpipe import Configuration, FlowSpec, app, cli, needs, optional, repeat, step
+from nextpipe import AppRunConfig, Configuration, FlowSpec, app, cli, needs, optional, repeat, step
 from nextpipe.graph import FlowDefinitionError
 from nextpipe.uplink import UplinkConfig
 
@@ -189,3 +190,30 @@ def test_uplink_attributes_after_construction() -> None:
     assert flow.uplink.changed is False
     assert flow.uplink.flow == client.requests[-1][2]
     assert flow.uplink.flow["pipeline_graph"]["nodes"][0]["status"] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"name": 5}, "AppRunConfig.name must be a string or None, got 5."),
+        ({"description": ["x"]}, "AppRunConfig.description must be a string or None, got ['x']."),
+        ({"instance_id": 3}, "AppRunConfig.instance_id must be a string or None, got 3."),
+        (
+            {"run_configuration": "fast"},
+            "AppRunConfig.run_configuration must be a nextmv.RunConfiguration (or a dict), got 'fast'.",
+        ),
+    ],
+)
+def test_app_run_config_refuses_wrong_argument_types(arguments: dict[str, Any], message: str) -> None:
+    # These were accepted and failed only when the app step sent the run, or never (a name of 5).
+    with pytest.raises(TypeError) as raised:
+        AppRunConfig(input={"value": 1}, **arguments)
+    assert str(raised.value) == message
+
+
+def test_app_run_config_still_takes_what_it_documents() -> None:
+    configuration = nextmv.RunConfiguration(execution_class="6c9500mb870s")
+    for run_configuration in (None, configuration, {"execution_class": "6c9500mb870s"}):
+        config = AppRunConfig(input=1, name="n", description="d", instance_id="i", run_configuration=run_configuration)
+        assert AppRunConfig.from_json(config.to_json()).run_configuration == (run_configuration and configuration)
+    assert AppRunConfig.from_json('{"input": 1, "name": 5}').name == "5"  # lenient decoding, as dataclasses-json
