@@ -8,6 +8,7 @@ nodes fed which.
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 from .graph import FlowNode, FlowStep
@@ -63,7 +64,14 @@ def node_inputs(step: FlowStep, flow_input: Any, max_step_inputs: int) -> list[t
     if not step.predecessors:
         elements: list[tuple[Contribution, ...]] = [((flow_input, ()),)]
     else:
-        elements = list(itertools.product(*(_contributions(p) for p in step.predecessors)))
+        contributions = [_contributions(p) for p in step.predecessors]
+        # Counted before the product is built: the limit guards against products too large to build at all.
+        count = (1 if definition.is_join() else math.prod(map(len, contributions))) * definition.get_repetitions()
+        if count > max_step_inputs:
+            raise Exception(
+                f"Step {definition.get_id()} has too many inputs ({count}). Maximum allowed is {max_step_inputs}."
+            )
+        elements = list(itertools.product(*contributions))
 
     if definition.is_join():
         sources = dict.fromkeys(node for element in elements for _, nodes in element for node in nodes)
@@ -76,9 +84,4 @@ def node_inputs(step: FlowStep, flow_input: Any, max_step_inputs: int) -> list[t
             for element in elements
         ]
     inputs *= definition.get_repetitions()
-
-    if step.predecessors and len(inputs) > max_step_inputs:
-        raise Exception(
-            f"Step {definition.get_id()} has too many inputs ({len(inputs)}). Maximum allowed is {max_step_inputs}."
-        )
     return inputs

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import sys
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import nextmv
 import pytest
 
-from nextpipe import AppRunConfig, Configuration, FlowSpec, app, cli, needs, optional, repeat, step
+from nextpipe import AppRunConfig, Configuration, FlowSpec, app, cli, foreach, needs, optional, repeat, step
 from nextpipe.graph import FlowDefinitionError
 from nextpipe.uplink import UplinkConfig
 
@@ -217,3 +218,35 @@ def test_app_run_config_still_takes_what_it_documents() -> None:
         config = AppRunConfig(input=1, name="n", description="d", instance_id="i", run_configuration=run_configuration)
         assert AppRunConfig.from_json(config.to_json()).run_configuration == (run_configuration and configuration)
     assert AppRunConfig.from_json('{"input": 1, "name": 5}').name == "5"  # lenient decoding, as dataclasses-json
+
+
+class Product(FlowSpec):
+    @foreach()
+    @step
+    def rows(size: int) -> list:
+        return list(range(size))
+
+    @foreach()
+    @step
+    def columns(size: int) -> list:
+        return list(range(size))
+
+    @needs(predecessors=[rows, columns])
+    @step
+    def cell(row: int, column: int) -> int:
+        return row * column
+
+
+def test_too_many_inputs_is_refused_before_the_product_is_built() -> None:
+    # The limit guards against accidental products of fan-outs: the product of two fan-outs of 1,000 was
+    # built in full (a million inputs) before it was counted; of two of 100,000 it never finished.
+    flow = Product("product", 1000)
+    tracemalloc.start()
+    try:
+        with pytest.raises(Exception, match=r"^Step cell has too many inputs \(1000000\)\. Maximum allowed is 50\.$"):
+            flow.run()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 10_000_000  # bytes; building the product takes several times more
+    assert flow.get_result(flow.rows) == list(range(1000))
