@@ -304,8 +304,16 @@ def _declared_steps(flow_class: type) -> list[Step]:
                 errors = [*errors, "It is not a step at all: add @step right above 'def'."]
             raise FlowDefinitionError(f"Step {name}: " + " ".join(errors))
         definition = getattr(value, "step", None)
-        if not getattr(value, "is_step", False) or not isinstance(definition, Step) or definition in steps:
-            continue  # not a step, or a step bound to a second name (legacy = prepare): still one step
+        if not getattr(value, "is_step", False) or not isinstance(definition, Step):
+            if any(getattr(content, "is_step", False) is True for content in _closed_over(value)):
+                raise FlowDefinitionError(
+                    f"Step {name}: a decorator above @step replaced the step with {value.__qualname__}, which is "
+                    f"not a step, so {name} would never run. Put @step above your own decorators (with "
+                    "functools.wraps in them, so that the step keeps its name)."
+                )
+            continue
+        if definition in steps:
+            continue  # a step bound to a second name (legacy = prepare): still one step
         if name in members:
             raise FlowDefinitionError(
                 f"Step {name} of {flow_class.__name__} hides {members[name]}: flow.{name} would be the step "
@@ -326,6 +334,17 @@ def _declared_steps(flow_class: type) -> list[Step]:
             "the innermost decorator (the line right above 'def')."
         )
     return list(steps)
+
+
+def _closed_over(value: Any) -> list[Any]:
+    """The values a function closes over (none for anything else): a decorator's wrapper holds the step there."""
+    contents = []
+    for cell in getattr(value, "__closure__", None) or ():
+        try:
+            contents.append(cell.cell_contents)
+        except ValueError:  # a cell not assigned yet
+            pass
+    return contents
 
 
 class _Parameters(NamedTuple):

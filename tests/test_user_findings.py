@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import sys
 import tracemalloc
@@ -250,3 +251,58 @@ def test_too_many_inputs_is_refused_before_the_product_is_built() -> None:
         tracemalloc.stop()
     assert peak < 10_000_000  # bytes; building the product takes several times more
     assert flow.get_result(flow.rows) == list(range(1000))
+
+
+def logged(function: Any) -> Any:
+    """A user's decorator without functools.wraps."""
+
+    def inner(*args: Any) -> Any:
+        return function(*args)
+
+    return inner
+
+
+def traced(function: Any) -> Any:
+    """A user's decorator with functools.wraps, counting the calls."""
+
+    @functools.wraps(function)
+    def inner(*args: Any) -> Any:
+        inner.calls += 1
+        return function(*args)
+
+    inner.calls = 0
+    return inner
+
+
+def test_a_decorator_above_step_that_hides_the_step_is_refused() -> None:
+    # The decorator's wrapper took the step's place in the class: the flow ran without the step, silently.
+    class Hidden(FlowSpec):
+        @step
+        def prepare(data: int) -> int:
+            return data
+
+        @logged
+        @step
+        def report(data: int) -> int:
+            return data
+
+    with pytest.raises(FlowDefinitionError) as raised:
+        Hidden("hidden", 1)
+    assert str(raised.value) == (
+        "Step report: a decorator above @step replaced the step with logged.<locals>.inner, which is not a step, "
+        "so report would never run. Put @step above your own decorators (with functools.wraps in them, "
+        "so that the step keeps its name)."
+    )
+
+    class Below(FlowSpec):  # what the message says to do
+        @step
+        @traced
+        def report(data: int) -> int:
+            return data + 1
+
+        helper = logged(len)  # a wrapper around something that is not a step is no mistake
+
+    flow = Below("below", 3)
+    flow.run()
+    assert flow.get_result(flow.report) == 4
+    assert flow.report.step.function.calls == 1
