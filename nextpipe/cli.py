@@ -13,7 +13,7 @@ Mermaid text; ``svg``, a picture rendered offline by Graphviz's ``dot`` program.
 
 Exit codes: 0 on success, 2 when the file cannot be imported, holds no flow
 (or several and none was named), its graph cannot be built, ``dot`` is
-missing, or the ``--output`` file cannot be written; 1 when ``dot`` fails.
+missing, or the output (``--output`` file or standard output) cannot be written; 1 when ``dot`` fails.
 """
 
 from __future__ import annotations
@@ -434,13 +434,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as error:
         print(f"nextpipe: error: {error}", file=sys.stderr)
         return error.exit_code
-    if not arguments.output:
-        sys.stdout.write(text)
-        return 0
     try:
-        with open(arguments.output, "w", encoding="utf-8") as file:
-            file.write(text)
-    except OSError as error:
-        print(f"nextpipe: error: cannot write {arguments.output}: {error.strerror or error}.", file=sys.stderr)
+        if arguments.output:
+            with open(arguments.output, "w", encoding="utf-8") as file:
+                file.write(text)
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+    except OSError as error:  # a missing folder, no permission, a full disk, a closed pipe
+        where = arguments.output or "to standard output"
+        print(f"nextpipe: error: cannot write {where}: {error.strerror or error}.", file=sys.stderr)
+        if not arguments.output:  # else Python's final flush of the same buffer fails again, with a traceback
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 2
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import io
+import os
+import subprocess
 import sys
 import tracemalloc
 from pathlib import Path
@@ -306,3 +308,28 @@ def test_a_decorator_above_step_that_hides_the_step_is_refused() -> None:
     flow.run()
     assert flow.get_result(flow.report) == 4
     assert flow.report.step.function.calls == 1
+
+
+def test_graph_command_on_a_closed_standard_output_is_a_one_line_error(tmp_path: Path) -> None:
+    # The output read by nobody (| head that already quit): a traceback came out, exit status 1.
+    (tmp_path / "flow.py").write_text(
+        "from nextpipe import FlowSpec, step\n\n\nclass F(FlowSpec):\n    @step\n    def a(d):\n        return d\n"
+    )
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        completed = subprocess.run(
+            [sys.executable, "-m", "nextpipe", "graph", "flow.py"],
+            cwd=tmp_path,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert (completed.returncode, completed.stderr) == (
+        2,
+        "nextpipe: error: cannot write to standard output: Broken pipe.\n",
+    )
