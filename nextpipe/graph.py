@@ -305,20 +305,24 @@ def _declared_steps(flow_class: type) -> list[Step]:
             raise FlowDefinitionError(f"Step {name}: " + " ".join(errors))
         definition = getattr(value, "step", None)
         if not getattr(value, "is_step", False) or not isinstance(definition, Step):
-            if any(getattr(content, "is_step", False) is True for content in _closed_over(value)):
+            # The wrapper of a decorator without functools.wraps, under the step's name: the step is lost.
+            if any(
+                getattr(content, "is_step", False) is True and getattr(content, "__name__", None) == name
+                for content in _closed_over(value)
+            ):
                 raise FlowDefinitionError(
                     f"Step {name}: a decorator above @step replaced the step with {value.__qualname__}, which is "
                     f"not a step, so {name} would never run. Put @step above your own decorators (with "
                     "functools.wraps in them, so that the step keeps its name)."
                 )
             continue
-        if definition in steps:
-            continue  # a step bound to a second name (legacy = prepare): still one step
         if name in members:
             raise FlowDefinitionError(
                 f"Step {name} of {flow_class.__name__} hides {members[name]}: flow.{name} would be the step "
                 "instead. Give the step function another name."
             )
+        if definition in steps:
+            continue  # a step bound to a second name (legacy = prepare): still one step
         step_id = definition.get_id()
         if step_id in names_by_id:
             raise FlowDefinitionError(

@@ -134,6 +134,12 @@ def test_a_step_named_like_a_flow_member_is_refused(member: str) -> None:
         f"Step {member} of Shadow hides FlowSpec.{member}: flow.{member} would be the step instead. "
         "Give the step function another name."
     )
+    # The same step under a second name as well (legacy = prepare).
+    work.__name__ = work.__qualname__ = "prepare"
+    prepare = step(work)
+    alias_class = type("Alias", (FlowSpec,), {"prepare": prepare, member: prepare})
+    with pytest.raises(FlowDefinitionError, match=f"^Step {member} of Alias hides FlowSpec.{member}: "):
+        alias_class("alias", 1)
 
 
 def test_get_result_of_another_flows_step_names_the_step() -> None:
@@ -303,6 +309,7 @@ def test_a_decorator_above_step_that_hides_the_step_is_refused() -> None:
             return data + 1
 
         helper = logged(len)  # a wrapper around something that is not a step is no mistake
+        check = logged(report)  # nor one under another name than the step's (a condition built from a step)
 
     flow = Below("below", 3)
     flow.run()
