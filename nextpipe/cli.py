@@ -148,14 +148,25 @@ def load_module(path: str) -> ModuleType:
         pass  # the flow classes are defined: the rest of the file would use the results of the run
     except KeyboardInterrupt:
         raise
-    except BaseException as error:  # SystemExit too: a file that exits on import holds no usable flow
-        sys.modules.pop(_MODULE_NAME, None)
-        sys.stderr.write(printed.getvalue())
-        raise CommandError(f"cannot import {shown}{_failure_location(error, path)}: {_describe(error)}") from error
+    except BaseException as error:  # SystemExit too
+        where = f"{shown}{_failure_location(error, path)}"
+        if not any(_is_flow(value) and value.__module__ == _MODULE_NAME for value in vars(module).values()):
+            sys.modules.pop(_MODULE_NAME, None)
+            sys.stderr.write(printed.getvalue())
+            raise CommandError(f"cannot import {where}: {_describe(error)}") from error
+        # Module-level code below the flow classes failed (it read the run's input, say): the classes are there.
+        print(
+            f"nextpipe: note: importing {where} failed ({_describe(error)}); showing the flows defined above.",
+            file=sys.stderr,
+        )
     finally:
         sys.stdin, FlowSpec.run = stdin, run  # type: ignore[method-assign]
         sys.path.remove(folder)
     return module
+
+
+def _is_flow(value: object) -> bool:
+    return isinstance(value, type) and issubclass(value, FlowSpec) and value is not FlowSpec
 
 
 def _describe(error: BaseException) -> str:
@@ -198,13 +209,13 @@ def find_flow(module: ModuleType, class_name: str | None = None, where: str | No
         named and the module defines no flow or several.
     """
     where = where or getattr(module, "__file__", None) or module.__name__
-    found = [value for value in vars(module).values() if isinstance(value, type) and issubclass(value, FlowSpec)]
+    present = [value for value in vars(module).values() if _is_flow(value)]
     # A script that imports its flow from a neighbouring module (from flows import Solve) holds the flow too.
-    flows = [flow for flow in found if flow.__module__ == module.__name__] or [f for f in found if f is not FlowSpec]
+    flows = [flow for flow in present if flow.__module__ == module.__name__] or present
     names = ", ".join(flow.__name__ for flow in flows)
     if class_name is not None:
         found = getattr(module, class_name, None)
-        if isinstance(found, type) and issubclass(found, FlowSpec) and found is not FlowSpec:
+        if _is_flow(found):
             return found
         problem = "is not a flow (a subclass of nextpipe.FlowSpec)" if found is not None else "is not defined there"
         known = f" Flows defined there: {names}." if flows else ""

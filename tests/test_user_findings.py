@@ -340,3 +340,23 @@ def test_graph_command_on_a_closed_standard_output_is_a_one_line_error(tmp_path:
         2,
         "nextpipe: error: cannot write to standard output: Broken pipe.\n",
     )
+
+
+def test_graph_command_on_a_script_that_reads_its_input_at_module_level(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The usual app script without a __main__ block: it read standard input (empty here) before flow.run().
+    (tmp_path / "app.py").write_text(
+        "import nextmv\n\nfrom nextpipe import FlowSpec, step\n\n\nclass Solve(FlowSpec):\n    @step\n"
+        "    def prepare(data):\n        return data\n\n\nrun_input = nextmv.load()\n"
+        "flow = Solve('solve', run_input.data)\nflow.run()\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    try:
+        assert cli.main(["graph", "app.py"]) == 0
+    finally:
+        sys.modules.pop("_nextpipe_graph_target", None)
+    out, err = capsys.readouterr()
+    assert out == "graph LR\n  prepare(prepare)\n"
+    assert err.startswith("nextpipe: note: importing app.py:12 failed (JSONDecodeError: ")
+    assert err.endswith("; showing the flows defined above.\n") and err.count("\n") == 1
