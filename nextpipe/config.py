@@ -28,7 +28,8 @@ class Configuration(DataClassJsonMixin):
     Raises
     ------
     ValueError
-        When ``thread_count`` is negative or ``max_step_inputs`` is below 1.
+        When ``thread_count`` is negative, ``max_step_inputs`` is below 1, or ``local_apps`` holds an
+        empty app id or directory.
     TypeError
         When ``local_apps`` is not a dict of app ids to directory paths.
     """
@@ -62,3 +63,11 @@ class Configuration(DataClassJsonMixin):
             )
         if local_apps is not None:
             self.local_apps = {app_id: os.fspath(directory) for app_id, directory in local_apps.items()}
+            empty = [
+                app_id for app_id, directory in self.local_apps.items() if not app_id.strip() or not directory.strip()
+            ]
+            if empty:  # an empty path would silently be the working directory
+                raise ValueError(
+                    f"Configuration.local_apps maps {empty[0]!r} to {self.local_apps[empty[0]]!r}: give a non-empty "
+                    'app id and its local app directory, e.g. {"echo": "apps/echo"}.'
+                )

@@ -360,3 +360,12 @@ def test_graph_command_on_a_script_that_reads_its_input_at_module_level(
     assert out == "graph LR\n  prepare(prepare)\n"
     assert err.startswith("nextpipe: note: importing app.py:12 failed (JSONDecodeError: ")
     assert err.endswith("; showing the flows defined above.\n") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("local_apps", [{"echo": ""}, {"echo": "  "}, {"": "apps/echo"}])
+def test_configuration_refuses_an_empty_local_app_mapping(local_apps: dict[str, str]) -> None:
+    # An empty directory was the working directory; NEXTPIPE_LOCAL_APPS="echo=" was already refused.
+    with pytest.raises(ValueError, match=r"^Configuration\.local_apps maps '.*' to '.*': give a non-empty app id"):
+        Configuration(local_apps=local_apps)
+    with pytest.raises(ValueError, match=r"^Configuration\.local_apps maps "):
+        Configuration.from_dict({"local_apps": local_apps})
