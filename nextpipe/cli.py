@@ -13,7 +13,7 @@ Mermaid text; ``svg``, a picture rendered offline by Graphviz's ``dot`` program.
 
 Exit codes: 0 on success, 2 when the file cannot be imported, holds no flow
 (or several and none was named), its graph cannot be built, ``dot`` is
-missing, or the ``--output`` file cannot be written; 1 when ``dot`` fails.
+missing, or the output (``--output`` file or standard output) cannot be written; 1 when ``dot`` fails.
 
 ``nextpipe cache list [--app ID]`` prints the runs that app steps may reuse
 (see :mod:`nextpipe.run_cache`); ``nextpipe cache clear [--app ID]
@@ -135,7 +135,9 @@ def load_module(path: str) -> ModuleType:
         When the file does not exist or raises while it is imported.
     """
     if not os.path.isfile(path):
-        raise CommandError(f"{path}: no such file.")
+        raise CommandError(
+            f"{path}: " + ("a directory, not a Python file." if os.path.isdir(path) else "no such file.")
+        )
     shown, path = path, os.path.abspath(path)
     spec = importlib.util.spec_from_file_location(_MODULE_NAME, path)
     if spec is None or spec.loader is None:
@@ -152,14 +154,25 @@ def load_module(path: str) -> ModuleType:
         pass  # the flow classes are defined: the rest of the file would use the results of the run
     except KeyboardInterrupt:
         raise
-    except BaseException as error:  # SystemExit too: a file that exits on import holds no usable flow
-        sys.modules.pop(_MODULE_NAME, None)
-        sys.stderr.write(printed.getvalue())
-        raise CommandError(f"cannot import {shown}{_failure_location(error, path)}: {_describe(error)}") from error
+    except BaseException as error:  # SystemExit too
+        where = f"{shown}{_failure_location(error, path)}"
+        if not any(_is_flow(value) and value.__module__ == _MODULE_NAME for value in vars(module).values()):
+            sys.modules.pop(_MODULE_NAME, None)
+            sys.stderr.write(printed.getvalue())
+            raise CommandError(f"cannot import {where}: {_describe(error)}") from error
+        # Module-level code below the flow classes failed (it read the run's input, say): the classes are there.
+        print(
+            f"nextpipe: note: importing {where} failed ({_describe(error)}); showing the flows defined above.",
+            file=sys.stderr,
+        )
     finally:
         sys.stdin, FlowSpec.run = stdin, run  # type: ignore[method-assign]
         sys.path.remove(folder)
     return module
+
+
+def _is_flow(value: object) -> bool:
+    return isinstance(value, type) and issubclass(value, FlowSpec) and value is not FlowSpec
 
 
 def _describe(error: BaseException) -> str:
@@ -185,7 +198,8 @@ def find_flow(module: ModuleType, class_name: str | None = None, where: str | No
     module : ModuleType
         A module imported with :func:`load_module`.
     class_name : str, optional
-        The class to pick; by default the only ``FlowSpec`` subclass that the module defines.
+        The class to pick; by default the only ``FlowSpec`` subclass that the module defines
+        (or, when it defines none, the only one it imports).
     where : str, optional
         How messages name the module; its file by default.
 
@@ -201,18 +215,13 @@ def find_flow(module: ModuleType, class_name: str | None = None, where: str | No
         named and the module defines no flow or several.
     """
     where = where or getattr(module, "__file__", None) or module.__name__
-    flows = [
-        value
-        for value in vars(module).values()
-        if isinstance(value, type)
-        and issubclass(value, FlowSpec)
-        and value is not FlowSpec
-        and value.__module__ == module.__name__
-    ]
+    present = [value for value in vars(module).values() if _is_flow(value)]
+    # A script that imports its flow from a neighbouring module (from flows import Solve) holds the flow too.
+    flows = [flow for flow in present if flow.__module__ == module.__name__] or present
     names = ", ".join(flow.__name__ for flow in flows)
     if class_name is not None:
         found = getattr(module, class_name, None)
-        if isinstance(found, type) and issubclass(found, FlowSpec) and found is not FlowSpec:
+        if _is_flow(found):
             return found
         problem = "is not a flow (a subclass of nextpipe.FlowSpec)" if found is not None else "is not defined there"
         known = f" Flows defined there: {names}." if flows else ""
@@ -445,14 +454,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as error:
         print(f"nextpipe: error: {error}", file=sys.stderr)
         return error.exit_code
-    if not arguments.output:
-        sys.stdout.write(text)
-        return 0
     try:
-        with open(arguments.output, "w", encoding="utf-8") as file:
-            file.write(text)
-    except OSError as error:
-        print(f"nextpipe: error: cannot write {arguments.output}: {error.strerror or error}.", file=sys.stderr)
+        if arguments.output:
+            with open(arguments.output, "w", encoding="utf-8") as file:
+                file.write(text)
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+    except OSError as error:  # a missing folder, no permission, a full disk, a closed pipe
+        where = arguments.output or "to standard output"
+        print(f"nextpipe: error: cannot write {where}: {error.strerror or error}.", file=sys.stderr)
+        if not arguments.output:  # else Python's final flush of the same buffer fails again, with a traceback
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 2
     return 0
 

@@ -49,8 +49,8 @@ class Configuration(DataClassJsonMixin):
     Raises
     ------
     ValueError
-        When ``thread_count`` is negative, ``max_step_inputs`` is below 1,
-        ``cache`` is not a bool or ``cache_max_age`` is not a positive number.
+        When ``thread_count`` is negative, ``max_step_inputs`` is below 1, ``local_apps`` holds an
+        empty app id or directory, ``cache`` is not a bool or ``cache_max_age`` is not a positive number.
     TypeError
         When ``local_apps`` is not a dict of app ids to directory paths, or
         ``cache_dir`` is not a path.
@@ -93,6 +93,14 @@ class Configuration(DataClassJsonMixin):
             )
         if local_apps is not None:
             self.local_apps = {app_id: os.fspath(directory) for app_id, directory in local_apps.items()}
+            empty = [
+                app_id for app_id, directory in self.local_apps.items() if not app_id.strip() or not directory.strip()
+            ]
+            if empty:  # an empty path would silently be the working directory
+                raise ValueError(
+                    f"Configuration.local_apps maps {empty[0]!r} to {self.local_apps[empty[0]]!r}: give a non-empty "
+                    'app id and its local app directory, e.g. {"echo": "apps/echo"}.'
+                )
         if not isinstance(self.cache, bool):
             raise ValueError(f"Configuration.cache must be True or False, got {self.cache!r}.")
         if self.cache_max_age is not None and (

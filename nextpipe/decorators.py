@@ -355,6 +355,13 @@ def _step_of(function: Callable, decorator: str) -> Step | None:
     return None
 
 
+def _set_once(function: Callable, definition: Step, name: str, setting: Any, usage: str) -> None:
+    """Store a decorator's setting on a step, recording a second use of the decorator, which would replace the first."""
+    if getattr(definition, name) is not None:
+        _record_error(function, f"@{name} is applied twice, so the outer one would replace the inner one: {usage}.")
+    setattr(definition, name, setting)
+
+
 def _flag_if_uncalled(decorator: Callable, argument: Any, name: str, usage: str) -> Callable:
     """
     Flag the decorator a factory returns when its argument looks like the function it should decorate.
@@ -460,7 +467,7 @@ def needs(predecessors: list[Callable]) -> Callable[[Callable], Callable]:
     def decorator(function: Callable) -> Callable:
         definition = _step_of(function, "needs")
         if definition is not None:
-            definition.needs = Needs(listed)
+            _set_once(function, definition, "needs", Needs(listed), "list every predecessor in one @needs")
         return function
 
     return _flag_if_uncalled(decorator, predecessors, "needs", "@needs(predecessors=[prepare])")
@@ -489,7 +496,7 @@ def optional(condition: Callable[[Step], bool]) -> Callable[[Callable], Callable
             return function
         if not callable(condition):
             _record_error(function, f"@optional needs a callable condition, got {condition!r}.")
-        definition.optional = Optional(condition)
+        _set_once(function, definition, "optional", Optional(condition), "combine the conditions in one @optional")
         return function
 
     # A condition that is itself a step is the step under a bare @optional.
@@ -520,7 +527,7 @@ def repeat(repetitions: int) -> Callable[[Callable], Callable]:
             return function
         if isinstance(repetitions, bool) or not isinstance(repetitions, int) or repetitions < 1:
             _record_error(function, f"@repeat needs a whole number of repetitions of 1 or more, got {repetitions!r}.")
-        definition.repeat = Repeat(repetitions)
+        _set_once(function, definition, "repeat", Repeat(repetitions), "use one @repeat with the total count")
         return function
 
     return _flag_if_uncalled(decorator, repetitions, "repeat", "@repeat(repetitions=3)")
@@ -635,7 +642,7 @@ def app(
         if definition is None:
             return function
         try:
-            definition.app = App(
+            settings = App(
                 app_id=app_id,
                 instance_id=instance_id,
                 input_type=input_type,
@@ -649,6 +656,7 @@ def app(
         except (TypeError, ValueError) as error:
             _record_error(function, f"@app: {error}")
             return function
+        _set_once(function, definition, "app", settings, "a step runs one app; declare one app step per app")
         definition.type = StepType.APP
         return function
 

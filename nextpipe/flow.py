@@ -131,7 +131,7 @@ class FlowSpec:
         uplink_client = None
         if uplink_config.application_id and uplink_config.run_id:
             try:
-                uplink_client = self.client
+                uplink_client = self._nextmv_client()
             except ValueError as error:  # no API key: report nothing rather than fail the flow
                 log_internal(f"Not reporting the flow's state to the platform: {error}")
                 uplink_config = UplinkConfig()
@@ -143,15 +143,20 @@ class FlowSpec:
     @property
     def client(self) -> Any:
         """nextmv.cloud.Client: The Nextmv Cloud client, created on first use from the environment."""
+        return self._nextmv_client()
+
+    @client.setter
+    def client(self, client: Any) -> None:
+        self._client = client
+
+    def _nextmv_client(self) -> Any:
+        # nextpipe's own code reads the client here: a step named ``client`` hides the property, as it hid the
+        # original's attribute of that name, and must not break app steps.
         if self._client is None:
             from nextmv.cloud import Client
 
             self._client = Client()
         return self._client
-
-    @client.setter
-    def client(self, client: Any) -> None:
-        self._client = client
 
     def __repr__(self) -> str:
         return f"Flow({self.name})"
@@ -218,12 +223,17 @@ class FlowSpec:
         Raises
         ------
         Exception
-            When ``step`` is not a step function.
+            When ``step`` is not a step function, or not one of this flow.
         """
         definition = getattr(step, "step", None)
         if definition is None or not hasattr(step, "is_step"):
             raise Exception(f"Step {step} does not have a step decorator.")
-        flow_step = self.graph.get_step(definition)
+        flow_step = self.graph.steps_by_definition.get(definition)
+        if flow_step is None:
+            raise Exception(
+                f"Step {definition.get_id()} is not a step of {type(self).__name__} (another flow's step?): "
+                f"pass a step of this flow, e.g. flow.{self.graph.steps[0].definition.get_id()}."
+            )
         if not flow_step.done:
             return None
         nodes = flow_step.nodes

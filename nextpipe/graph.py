@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from .uplink import FlowUpdateDTO
 
 
+_PACKAGE = __name__.partition(".")[0] + "."
+
+
 class FlowDefinitionError(ValueError):
     """A flow class declares its steps in a way that cannot run; the message names the step and the fix."""
 
@@ -309,6 +312,12 @@ class StepVisitor(ast.NodeVisitor):
             self.steps.append(FlowStep(node, definition, ast.get_docstring(node)))
 
 
+# FlowSpec methods that a step of that name would hide, so that the flow could not run or be read. nextpipe's later
+# additions (``summary``, ``add_hook``, ``client``) stay usable as step names, as they were in 0.7.3: a step hides
+# them on its flow (``FlowSpec.summary(flow)`` still works), and nextpipe's own code does not go through them.
+_RESERVED_NAMES = ("run", "get_result")
+
+
 def _declared_steps(flow_class: type) -> list[Step]:
     """
     The steps of a flow class and its bases, each once: base classes first, each in definition order.
@@ -317,7 +326,8 @@ def _declared_steps(flow_class: type) -> list[Step]:
     ------
     FlowDefinitionError
         For a declaration mistake recorded by a decorator, a decorator used without its call, two
-        steps with the same id, or no steps at all.
+        steps with the same id, a step named ``run`` or ``get_result`` (it would hide the ``FlowSpec``
+        method), or no steps at all.
     """
     by_name: dict[str, Any] = {}
     for klass in reversed(flow_class.__mro__):
@@ -338,8 +348,25 @@ def _declared_steps(flow_class: type) -> list[Step]:
                 errors = [*errors, "It is not a step at all: add @step right above 'def'."]
             raise FlowDefinitionError(f"Step {name}: " + " ".join(errors))
         definition = getattr(value, "step", None)
-        if not getattr(value, "is_step", False) or not isinstance(definition, Step) or definition in steps:
-            continue  # not a step, or a step bound to a second name (legacy = prepare): still one step
+        if not getattr(value, "is_step", False) or not isinstance(definition, Step):
+            # The wrapper of a decorator without functools.wraps, under the step's name: the step is lost.
+            if any(
+                getattr(content, "is_step", False) is True and getattr(content, "__name__", None) == name
+                for content in _closed_over(value)
+            ):
+                raise FlowDefinitionError(
+                    f"Step {name}: a decorator above @step replaced the step with {value.__qualname__}, which is "
+                    f"not a step, so {name} would never run. Put @step above your own decorators (with "
+                    "functools.wraps in them, so that the step keeps its name)."
+                )
+            continue
+        if name in _RESERVED_NAMES:
+            raise FlowDefinitionError(
+                f"Step {name} of {flow_class.__name__} hides FlowSpec.{name}: flow.{name} would be the step "
+                "instead. Give the step function another name."
+            )
+        if definition in steps:
+            continue  # a step bound to a second name (legacy = prepare): still one step
         step_id = definition.get_id()
         if step_id in names_by_id:
             raise FlowDefinitionError(
@@ -355,6 +382,17 @@ def _declared_steps(flow_class: type) -> list[Step]:
             "the innermost decorator (the line right above 'def')."
         )
     return list(steps)
+
+
+def _closed_over(value: Any) -> list[Any]:
+    """The values a function closes over (none for anything else): a decorator's wrapper holds the step there."""
+    contents = []
+    for cell in getattr(value, "__closure__", None) or ():
+        try:
+            contents.append(cell.cell_contents)
+        except ValueError:  # a cell not assigned yet
+            pass
+    return contents
 
 
 class _Parameters(NamedTuple):

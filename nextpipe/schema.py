@@ -1,5 +1,6 @@
 """Inputs of app steps: per-run options, names and configurations."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -89,7 +90,9 @@ class AppRunConfig(DataClassJsonMixin):
     Raises
     ------
     TypeError
-        When ``options`` is neither a list of :class:`AppOption` nor a dict with string keys.
+        When ``options`` is neither a list of :class:`AppOption` nor a dict with string keys, ``name``,
+        ``description`` or ``instance_id`` is not a string, or ``run_configuration`` is neither a
+        ``nextmv.RunConfiguration`` nor a dict.
     """
 
     input: Any = field(default=None, metadata=config(mm_field=_schema_field("input")))
@@ -121,6 +124,18 @@ class AppRunConfig(DataClassJsonMixin):
             raise TypeError(
                 "AppRunConfig.options must be a list of AppOption(name, value) or a dict of option names to "
                 f"values, got {type(options).__name__} {options!r} ({bad[0]!r} does not fit)."
+            )
+        for name in ("name", "description", "instance_id"):
+            if not isinstance(getattr(self, name), str | None):
+                raise TypeError(f"AppRunConfig.{name} must be a string or None, got {getattr(self, name)!r}.")
+        run_configuration = self.run_configuration
+        # Checked in this order so that only a value that is neither None nor a dict imports nextmv.
+        if not isinstance(run_configuration, Mapping | None) and not isinstance(
+            run_configuration, nextmv.RunConfiguration
+        ):
+            raise TypeError(
+                "AppRunConfig.run_configuration must be a nextmv.RunConfiguration (or a dict), "
+                f"got {run_configuration!r}."
             )
 
     def get_options(self) -> dict[str, str]:

@@ -287,6 +287,8 @@ class UplinkClient:
     def flow(self) -> dict[str, Any]:
         """dict: The latest state submitted (or built to be sent), as its JSON document; ``{}`` before any."""
         latest = self._latest
+        if self._pending and self._source is not None:  # handed over by the flow, not built yet: build it now
+            latest = self._source()
         return {} if latest is None else latest.to_dict()
 
     @property
@@ -329,7 +331,9 @@ class UplinkClient:
         self._source = source
 
     def notify_changed(self) -> None:
-        """Mark the state as changed; the followed source is read at the next update."""
+        """Mark the state as changed; the followed source is read at the next update (nothing when inactive)."""
+        if self.inactive:
+            return
         with self._condition:
             if not self._pending:
                 self._pending = True

@@ -66,18 +66,25 @@ def check_local_apps(graph: FlowGraph, config: Any) -> dict[str, str]:
     Raises
     ------
     FlowDefinitionError
-        When a mapped directory does not exist or holds no ``app.yaml``; the message names the step.
+        When a mapped directory does not exist, is a file or holds no ``app.yaml``; the message names the step.
+    ValueError
+        When the flow has app steps and ``NEXTPIPE_LOCAL_APPS`` is malformed.
     """
+    app_steps = [step for step in graph.steps if step.definition.is_app()]
+    if not app_steps:  # the variable is meant for app steps: a malformed value must not break other flows
+        return {}
     mapping = parse_local_apps(os.environ.get(ENV_LOCAL_APPS, ""))
     mapping.update(config.local_apps or {})
     resolved = {}
-    for step in graph.steps:
+    for step in app_steps:
         app_id = step.definition.get_app_id()
-        if app_id is None or app_id not in mapping:
+        if app_id not in mapping:
             continue
         directory = os.path.abspath(os.path.expanduser(mapping[app_id]))
-        if not os.path.isdir(directory):
+        if not os.path.exists(directory):
             problem = "does not exist"
+        elif not os.path.isdir(directory):
+            problem = "is not a directory (map the app id to the directory that holds app.yaml)"
         elif not os.path.isfile(os.path.join(directory, "app.yaml")):
             problem = "holds no app.yaml manifest"
         else:

@@ -32,7 +32,7 @@ class CloudApp:
         from nextmv import cloud
 
         try:
-            client = flow_spec.client
+            client = flow_spec._nextmv_client()
         except ValueError as error:  # the SDK's "API key is missing"
             raise RuntimeError(
                 f"app {app_id!r} is not mapped to a local app and no Nextmv API key is configured. "
