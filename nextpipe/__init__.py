@@ -4,12 +4,26 @@ nextpipe: decision workflows for Nextmv.
 Subclass :class:`FlowSpec`, mark its functions with :func:`step`, connect them
 with :func:`needs`, fan out with :func:`foreach`, collect with :func:`join`,
 repeat with :func:`repeat`, skip with :func:`optional`, and run Nextmv
-applications with :func:`app`.
+applications with :func:`app`. Control how nodes run with :func:`retry`,
+:func:`timeout`, :func:`allow_failure` and :func:`concurrency`.
 """
 
 from .__about__ import __version__
+from ._execution import cancelled
 from .config import Configuration
-from .decorators import app, foreach, join, needs, optional, repeat, step
+from .decorators import (
+    allow_failure,
+    app,
+    concurrency,
+    foreach,
+    join,
+    needs,
+    optional,
+    repeat,
+    retry,
+    step,
+    timeout,
+)
 from .flow import FlowGraph, FlowSpec
 from .schema import AppOption, AppRunConfig
 from .utils import log
@@ -25,12 +39,17 @@ __all__ = [
     "FlowGraph",
     "FlowSpec",
     "__version__",
+    "allow_failure",
     "app",
+    "cancelled",
+    "concurrency",
     "foreach",
     "join",
     "log",
     "needs",
     "optional",
     "repeat",
+    "retry",
     "step",
+    "timeout",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from .constants import STATUS_FAILED
 from .graph import FlowNode, FlowStep
 
 # One value a predecessor contributes, with the nodes whose results make it up.
@@ -22,6 +23,8 @@ def _contributions(predecessor: FlowStep) -> list[Contribution]:
     if predecessor.skipped:
         return [(None, (nodes[0],))]
     if definition.is_foreach():
+        if len(nodes) == 1 and nodes[0].status == STATUS_FAILED:  # a tolerated failure (@allow_failure) fans out
+            return []  # over nothing
         if len(nodes) != 1 or not isinstance(nodes[0].result, list):
             raise Exception(
                 f"Predecessor step {definition.get_id()} declared as 'foreach' must return a list, "

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ._control import Controller, needs_control
 from ._execution import execute_node
 from ._inputs import node_inputs
 from .constants import STATUS_FAILED, STATUS_RUNNING, STATUS_SUCCEEDED
@@ -68,6 +69,7 @@ class Runner:
         self._open_nodes: dict[FlowStep, int] = {}  # nodes of a started step not finished yet
         self._steps_left = 0
         self._running: dict[FlowNode, None] = {}  # submitted nodes not finished: an insertion-ordered set
+        self._controller: Controller | None = None  # retries, time limits, limits: made for the first step using them
         # Cheap no-op when nobody listens: no document is built per node event.
         self._changed: Callable[[], None] = uplink.notify_changed if uplink is not None and uplink.active else _nothing
 
@@ -92,6 +94,7 @@ class Runner:
         self._waiting = {step: len(set(step.predecessors)) for step in self.graph.steps}
         self._open_nodes = {}
         self._steps_left = len(self.graph.steps)
+        self._controller = None
         try:
             with self._lock:
                 self._start_steps(self.graph.start_steps)
@@ -102,6 +105,8 @@ class Runner:
             self._abort()
             raise
         finally:
+            if self._controller is not None:
+                self._controller.stop()
             self.pool.shutdown(wait=not self._failed)
 
     def _start_steps(self, steps: list[FlowStep]) -> None:
@@ -124,7 +129,7 @@ class Runner:
         step.done = True
         self._steps_left -= 1
         if step.definition.is_app():
-            step.definition.set_run_ids([n.run_id for n in step.nodes if n.run_id])
+            step.definition.set_run_ids([run_id for n in step.nodes for run_id in n.run_ids])
 
     def _start_step(self, step: FlowStep) -> int:
         """Create and submit the step's nodes; return how many are running."""
@@ -153,6 +158,14 @@ class Runner:
             nodes.append(node)
         step.nodes = nodes
         self._open_nodes[step] = len(nodes)
+        if needs_control(step, self.config):  # retries, time limits, limits: the controller runs the nodes
+            if self._controller is None:
+                self._controller = Controller(self)
+            for node, (args, _) in zip(nodes, inputs, strict=True):
+                self._running[node] = None
+                self._controller.launch(node, args)
+            self._changed()
+            return len(nodes)
         submit = self.pool.run
         for node, (args, _) in zip(nodes, inputs, strict=True):
             self._running[node] = None
@@ -179,20 +192,32 @@ class Runner:
                 if job.error is not None:
                     raise self._node_failure(node, job.error) from job.error
                 self._succeed_node(node, job.result)
-                step = node.parent
-                self._open_nodes[step] -= 1
-                if self._open_nodes[step] == 0:
-                    self._finish_step(step)
-                    ready = []
-                    for successor in step.successors:
-                        self._waiting[successor] -= 1
-                        if self._waiting[successor] == 0:
-                            ready.append(successor)
-                    self._start_steps(ready)
+                self._complete_node(node)
             except BaseException as error:
-                self._failed = True
-                self._error = error
-                self._ended.set()
+                self._fail_flow(error)
+
+    def _complete_node(self, node: FlowNode) -> None:
+        """Count a finished node; once its step is done, start the steps this makes ready (lock held)."""
+        step = node.parent
+        self._open_nodes[step] -= 1
+        if self._open_nodes[step] == 0:
+            self._finish_step(step)
+            ready = []
+            for successor in step.successors:
+                self._waiting[successor] -= 1
+                if self._waiting[successor] == 0:
+                    ready.append(successor)
+            self._start_steps(ready)
+
+    def _fail_flow(self, error: BaseException) -> None:
+        """End the run with ``error`` (lock held): nothing new starts; the calling thread cancels and raises."""
+        self._failed = True
+        self._error = error
+        self._ended.set()
+
+    def _node_retried(self, node: FlowNode, error: BaseException, attempt: int, delay: float) -> None:
+        """A controlled node's attempt failed and is retried in ``delay`` seconds (lock held)."""
+        self._changed()
 
     def _succeed_node(self, node: FlowNode, result: Any) -> None:
         node.result = result
@@ -213,6 +238,8 @@ class Runner:
         """Stop everything after a failure or an interrupt: nothing new starts, running nodes are canceled."""
         with self._lock:
             self._failed = True
+        if self._controller is not None:
+            self._controller.stop()
         running = list(self._running)
         for node in running:
             node.cancel = True

@@ -24,16 +24,28 @@ class Configuration(DataClassJsonMixin):
         steps of a mapped app run on this machine through ``nextmv.local``
         instead of Nextmv Cloud. Completes the ``NEXTPIPE_LOCAL_APPS``
         environment variable and wins over it for an id in both.
+    app_concurrency : dict of str to int, optional
+        Most runs of an application that the flow's nodes have in progress at
+        once, by app id (an account's parallel-run quota), shared by every
+        step running that app. Nodes over the limit wait, ``pending``, without
+        holding a worker thread.
+    tolerate_failed_app_runs : bool, default=False
+        Restore nextpipe 0.7.3's handling of app runs that end failed or
+        canceled: the node is marked ``failed``, its successors receive
+        ``None`` and the flow goes on. By default such a run fails the flow.
 
     Raises
     ------
     ValueError
-        When ``thread_count`` is negative or ``max_step_inputs`` is below 1.
+        When ``thread_count`` is negative, ``max_step_inputs`` is below 1, or an
+        ``app_concurrency`` limit is not a whole number of 1 or more.
     """
 
     thread_count: int = 0
     max_step_inputs: int = 50
     local_apps: dict[str, str] | None = None
+    app_concurrency: dict[str, int] | None = None
+    tolerate_failed_app_runs: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.thread_count, bool) or not isinstance(self.thread_count, int) or self.thread_count < 0:
@@ -49,3 +61,8 @@ class Configuration(DataClassJsonMixin):
             raise ValueError(
                 f"Configuration.max_step_inputs must be a whole number of 1 or more, got {self.max_step_inputs!r}."
             )
+        for app_id, limit in (self.app_concurrency or {}).items():
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise ValueError(
+                    f"Configuration.app_concurrency[{app_id!r}] must be a whole number of 1 or more, got {limit!r}."
+                )

@@ -143,7 +143,12 @@ class FlowNode:
         Set by an app node while its run is in progress: cancels the run.
     run_created : threading.Event or None
         Set by an app node while it creates its run; the event is set once the run exists (or creation failed).
+    run_ids : list of str
+        Ids of the runs of every attempt of an app node (``@retry``), oldest first; ``run_id`` is the latest.
     """
+
+    # Runs of earlier attempts, set only on retried nodes: a class default costs the others nothing.
+    _earlier_run_ids: tuple[str, ...] = ()
 
     def __init__(self, parent: FlowStep, index: int):
         self.parent = parent
@@ -163,6 +168,12 @@ class FlowNode:
 
     def __repr__(self) -> str:
         return f"FlowNode({self.id})"
+
+    @property
+    def run_ids(self) -> list[str]:
+        """list of str: Ids of the runs of every attempt of the node, oldest first."""
+        latest = [self.run_id] if self.run_id and self.run_id not in self._earlier_run_ids else []
+        return [*self._earlier_run_ids, *latest]
 
 
 def _function_def(function: Callable) -> ast.FunctionDef | None:

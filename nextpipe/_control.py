@@ -1,0 +1,302 @@
+"""
+Controlled nodes: retries, time limits, tolerated failures and concurrency limits, applied for the runner.
+
+Only the nodes of steps with such settings come here; the runner runs the
+others on its direct path, which pays nothing for this module. Every method
+named ``_locked*`` or documented as such runs under the runner's lock, as does
+every change of the state below; timers fire on one thread (``Timers``).
+A node waiting for a limit or a retry holds no worker thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from ._execution import execute_node
+from ._policy import Limiter, Timers, retry_delay, should_retry
+from .constants import STATUS_FAILED
+from .errors import AppRunError, StepTimeoutError
+from .graph import FlowNode, FlowStep
+from .threads import Job
+from .utils import log
+
+
+def needs_control(step: FlowStep, config: Any) -> bool:
+    """
+    Whether a step's nodes go through the controller.
+
+    Parameters
+    ----------
+    step : FlowStep
+        The step.
+    config : Configuration
+        The flow's configuration (``app_concurrency``, ``tolerate_failed_app_runs``).
+
+    Returns
+    -------
+    bool
+        True when the step has ``@retry``, ``@timeout``, ``@allow_failure`` or
+        ``@concurrency``, or runs an app under an ``app_concurrency`` limit or
+        with failed runs tolerated.
+    """
+    definition = step.definition
+    if definition.retry or definition.timeout or definition.allow_failure or definition.concurrency:
+        return True
+    app_id = definition.get_app_id()
+    return app_id is not None and (config.tolerate_failed_app_runs or app_id in (config.app_concurrency or {}))
+
+
+class _Stopped(Exception):
+    """Raised in a worker for an attempt that must not start because the flow already failed."""
+
+
+class _StepControl:
+    """The settings of one controlled step for one run, with its limiters."""
+
+    __slots__ = ("allow_failure", "is_app", "limiters", "retry", "seconds", "tolerate_app_runs")
+
+    def __init__(self, step: FlowStep, config: Any, limiters: tuple[Limiter, ...]):
+        definition = step.definition
+        self.retry = definition.retry
+        self.seconds = definition.timeout.seconds if definition.timeout is not None else None
+        self.allow_failure = definition.allow_failure is not None
+        self.is_app = definition.is_app()
+        self.tolerate_app_runs = self.is_app and config.tolerate_failed_app_runs
+        self.limiters = limiters
+
+    def tolerates(self, error: BaseException) -> bool:
+        """Whether a final failure leaves the flow going: ``@allow_failure``, or 0.7.3's failed app runs."""
+        return self.allow_failure or (
+            self.tolerate_app_runs and isinstance(error, AppRunError) and error.status in ("failed", "canceled")
+        )
+
+
+class _Attempt:
+    """
+    One attempt of a controlled node; ``cancel`` is what ``nextpipe.cancelled()`` reads in its thread.
+
+    ``finished`` is set once the runner decided the attempt's outcome (its worker may still run, abandoned);
+    ``worker_done`` once its worker returned; ``follow_up`` is the next attempt, waiting for that worker.
+    """
+
+    __slots__ = (
+        "_cancel",
+        "args",
+        "control",
+        "finished",
+        "follow_up",
+        "node",
+        "number",
+        "thread",
+        "timer",
+        "worker_done",
+    )
+
+    def __init__(self, node: FlowNode, args: list[Any], control: _StepControl, number: int):
+        self.node = node
+        self.args = args
+        self.control = control
+        self.number = number
+        self.thread: threading.Thread | None = None
+        self.timer: list[Any] | None = None
+        self.finished = False
+        self.worker_done = False
+        self.follow_up: _Attempt | None = None
+        self._cancel = False
+
+    @property
+    def cancel(self) -> bool:
+        return self._cancel or self.node.cancel
+
+
+class Controller:
+    """
+    Applies the control settings of a run's steps, on behalf of its runner.
+
+    Parameters
+    ----------
+    runner : Runner
+        The runner; its lock guards this controller's state.
+    """
+
+    def __init__(self, runner: Any):
+        self.runner = runner
+        self.timers = Timers()
+        self._controls: dict[FlowStep, _StepControl] = {}
+        self._app_limiters = {app_id: Limiter(limit) for app_id, limit in (runner.config.app_concurrency or {}).items()}
+
+    def stop(self) -> None:
+        """End the timers: no retry starts and no time limit fires any more."""
+        self.timers.stop()
+
+    def launch(self, node: FlowNode, args: list[Any]) -> None:
+        """
+        Start the first attempt of a node of a controlled step, or queue it behind its limits (lock held).
+
+        Parameters
+        ----------
+        node : FlowNode
+            The node, already registered as running with the runner.
+        args : list
+            Its input values.
+        """
+        step = node.parent
+        control = self._controls.get(step)
+        if control is None:
+            control = self._controls[step] = self._step_control(step)
+        self._locked_admit(_Attempt(node, args, control, 1))
+
+    def _step_control(self, step: FlowStep) -> _StepControl:
+        definition = step.definition
+        limiters = []
+        if definition.concurrency is not None:
+            limiters.append(Limiter(definition.concurrency.limit))
+        app_id = definition.get_app_id()
+        if app_id in self._app_limiters and definition.app.bypass_result is None:  # a bypass makes no run
+            limiters.append(self._app_limiters[app_id])
+        return _StepControl(step, self.runner.config, tuple(limiters))
+
+    # ---------------------------------------------------------------- limits
+
+    def _locked_admit(self, attempt: _Attempt) -> None:
+        """Submit the attempt when every limit has room, else queue it at the first full one."""
+        limiters = attempt.control.limiters
+        for limiter in limiters:
+            if limiter.active >= limiter.limit:
+                limiter.waiting.append(attempt)
+                return
+        for limiter in limiters:
+            limiter.active += 1
+        node = attempt.node
+        args = (self.runner.spec, node, attempt.args, attempt)
+        self.runner.pool.run(Job(execute_node, self._started, self._done, args, node.id, node))
+
+    def _locked_release(self, attempt: _Attempt) -> None:
+        """Give back the attempt's places and admit the attempts waiting for them, in arrival order."""
+        limiters = attempt.control.limiters
+        for limiter in limiters:
+            limiter.active -= 1
+        if self.runner._failed:
+            return
+        for limiter in limiters:
+            while limiter.waiting and limiter.active < limiter.limit:
+                self._locked_admit(limiter.waiting.popleft())
+
+    # ---------------------------------------------------------------- an attempt's life
+
+    def _started(self, job: Job) -> None:
+        attempt = job.args[3]
+        if attempt.number == 1:
+            self.runner._node_started(job)  # raises when the flow already failed
+        with self.runner._lock:
+            if self.runner._failed:
+                raise _Stopped()
+            attempt.thread = threading.current_thread()
+            if attempt.control.seconds is not None:
+                attempt.timer = self.timers.call_later(attempt.control.seconds, lambda: self._timed_out(attempt))
+        if attempt.number > 1:
+            log(f"Attempt {attempt.number} of {attempt.control.retry.attempts} started.", step_name=attempt.node.id)
+
+    def _done(self, job: Job) -> None:
+        attempt = job.args[3]
+        runner = self.runner
+        with runner._lock:
+            attempt.worker_done = True
+            if attempt.finished:  # abandoned at its time limit: its outcome is decided, its result ignored
+                if attempt.follow_up is not None and not runner._failed:
+                    attempt.node.cancel = False
+                    self._locked_admit(attempt.follow_up)
+                return
+            if runner._failed:
+                return
+            attempt.finished = True
+            Timers.cancel(attempt.timer)
+            self._locked_release(attempt)
+            if job.error is None:
+                self._locked_succeed(attempt.node, job.result)
+            else:
+                self._locked_fail(attempt, job.error)
+
+    def _timed_out(self, attempt: _Attempt) -> None:
+        node = attempt.node
+        cancel_run = None
+        with self.runner._lock:
+            if attempt.finished or self.runner._failed:
+                return
+            attempt.finished = True
+            attempt._cancel = True
+            if attempt.thread is not None:
+                self.runner.pool.detach(attempt.thread)  # the pool keeps its capacity
+            if attempt.control.is_app:
+                node.cancel = True  # stops polling; a run still being created is canceled once it exists
+                cancel_run = node.cancel_run
+            seconds = attempt.control.seconds
+            error = StepTimeoutError(
+                f"node {node.id} ran longer than its time limit of {seconds:g} s"
+                + (f" (attempt {attempt.number})" if attempt.number > 1 else "")
+            )
+            self._locked_release(attempt)
+            self._locked_fail(attempt, error)
+        if cancel_run is not None:  # a platform call: outside the lock
+            cancel_run()
+
+    # ---------------------------------------------------------------- outcomes
+
+    def _locked_succeed(self, node: FlowNode, result: Any) -> None:
+        runner = self.runner
+        runner._running.pop(node, None)
+        try:
+            runner._succeed_node(node, result)
+            runner._complete_node(node)
+        except BaseException as error:
+            runner._fail_flow(error)
+
+    def _locked_fail(self, attempt: _Attempt, error: BaseException) -> None:
+        node = attempt.node
+        control = attempt.control
+        retry = control.retry
+        if retry is not None and attempt.number < retry.attempts and should_retry(retry, error):
+            self._locked_schedule_retry(attempt, error)
+            return
+        runner = self.runner
+        runner._running.pop(node, None)
+        if not control.tolerates(error):
+            failure = runner._node_failure(node, error)
+            failure.__cause__ = error
+            runner._fail_flow(failure)
+            return
+        node.status = STATUS_FAILED
+        node.error = str(error)
+        node.result = None
+        node.done = True
+        log(f"Failed ({type(error).__name__}: {error}); the flow goes on without its result.", step_name=node.id)
+        try:
+            runner._complete_node(node)
+        except BaseException as problem:
+            runner._fail_flow(problem)
+
+    def _locked_schedule_retry(self, attempt: _Attempt, error: BaseException) -> None:
+        node = attempt.node
+        retry = attempt.control.retry
+        delay = retry_delay(retry, attempt.number)
+        if node.run_id and node.run_id not in node._earlier_run_ids:
+            node._earlier_run_ids = (*node._earlier_run_ids, node.run_id)
+        log(
+            f"Attempt {attempt.number} of {retry.attempts} failed ({type(error).__name__}: {error}); "
+            f"retrying in {delay:.3g} s.",
+            step_name=node.id,
+        )
+        following = _Attempt(node, attempt.args, attempt.control, attempt.number + 1)
+        self.timers.call_later(delay, lambda: self._retry(attempt, following))
+        self.runner._node_retried(node, error, attempt.number, delay)
+
+    def _retry(self, failed: _Attempt, following: _Attempt) -> None:
+        with self.runner._lock:
+            if self.runner._failed:
+                return
+            if failed.control.is_app and not failed.worker_done:
+                failed.follow_up = following  # an abandoned run is still being stopped: its worker starts this one
+                return
+            failed.node.cancel = False
+            self._locked_admit(following)
