@@ -236,8 +236,11 @@ class Controller:
                 f"node {node.id} ran longer than its time limit of {seconds:g} s"
                 + (f" (attempt {attempt.number})" if attempt.number > 1 else "")
             )
-            self._locked_release(attempt)
-            self._locked_fail(attempt, error)
+            try:
+                self._locked_release(attempt)
+                self._locked_fail(attempt, error)
+            except BaseException as problem:  # never leave the flow waiting for a node nobody runs
+                self.runner._fail_flow(problem)
         if cancel_run is not None:  # a platform call: outside the lock
             cancel_run()
 

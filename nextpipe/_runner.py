@@ -230,7 +230,8 @@ class Runner:
         node.error = str(error)
         node.done = True
         step_id = node.parent.definition.get_id()
-        details = "".join(traceback.format_exception(type(error), error, error.__traceback__.tb_next))
+        trace = error.__traceback__  # None for a failure nextpipe decided (a time limit), never raised
+        details = "".join(traceback.format_exception(type(error), error, trace.tb_next if trace else None))
         log_internal(f"Step {step_id} failed in node {node.id}:\n{details.rstrip()}")
         return RuntimeError(f"Flow failed: Step {step_id} failed: {error}")
 

@@ -17,6 +17,7 @@ import nextmv
 import pydantic
 
 from ..constants import ENV_APP_ID, ENV_RUN_ID
+from ..errors import AppRunError
 from ..graph import FlowNode
 from ..schema import AppRunConfig
 from ..utils import log
@@ -266,5 +267,5 @@ def _run(
         error = result.metadata.error or getattr(error_log, "error", None) or "no error message"
         error += app.failure_details(run_id)
         node.error = error
-        raise RuntimeError(f"run {run_id} of app {app_id} ended {status}: {error}")
+        raise AppRunError(f"run {run_id} of app {app_id} ended {status}: {error}", app_id, run_id, status)
     return result
