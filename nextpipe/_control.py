@@ -220,29 +220,33 @@ class Controller:
 
     def _timed_out(self, attempt: _Attempt) -> None:
         node = attempt.node
-        cancel_run = None
-        with self.runner._lock:
-            if attempt.finished or self.runner._failed:
+        runner = self.runner
+        with runner._lock:
+            if attempt.finished or runner._failed:
                 return
             attempt.finished = True
             attempt._cancel = True
             if attempt.thread is not None:
-                self.runner.pool.detach(attempt.thread)  # the pool keeps its capacity
+                runner.pool.detach(attempt.thread)  # the pool keeps its capacity
+            cancel_run = None
             if attempt.control.is_app:
                 node.cancel = True  # stops polling; a run still being created is canceled once it exists
                 cancel_run = node.cancel_run
-            seconds = attempt.control.seconds
-            error = StepTimeoutError(
-                f"node {node.id} ran longer than its time limit of {seconds:g} s"
-                + (f" (attempt {attempt.number})" if attempt.number > 1 else "")
-            )
+        if cancel_run is not None:  # a platform call: outside the lock, and done before the node's outcome
+            cancel_run()
+        seconds = attempt.control.seconds
+        error = StepTimeoutError(
+            f"node {node.id} ran longer than its time limit of {seconds:g} s"
+            + (f" (attempt {attempt.number})" if attempt.number > 1 else "")
+        )
+        with runner._lock:
+            if runner._failed:
+                return
             try:
                 self._locked_release(attempt)
                 self._locked_fail(attempt, error)
             except BaseException as problem:  # never leave the flow waiting for a node nobody runs
-                self.runner._fail_flow(problem)
-        if cancel_run is not None:  # a platform call: outside the lock
-            cancel_run()
+                runner._fail_flow(problem)
 
     # ---------------------------------------------------------------- outcomes
 
@@ -263,12 +267,13 @@ class Controller:
             self._locked_schedule_retry(attempt, error)
             return
         runner = self.runner
-        runner._running.pop(node, None)
         if not control.tolerates(error):
+            # The node stays registered as running, so that the runner's abort cancels a timed-out run at once.
             failure = runner._node_failure(node, error)
             failure.__cause__ = error
             runner._fail_flow(failure)
             return
+        runner._running.pop(node, None)
         node.status = STATUS_FAILED
         node.error = str(error)
         node.result = None
