@@ -80,30 +80,19 @@ class _Attempt:
     ``worker_done`` once its worker returned; ``follow_up`` is the next attempt, waiting for that worker.
     """
 
-    __slots__ = (
-        "_cancel",
-        "args",
-        "control",
-        "finished",
-        "follow_up",
-        "node",
-        "number",
-        "thread",
-        "timer",
-        "worker_done",
-    )
+    # Class defaults: a new attempt sets four attributes only (the fan-out path makes one per node).
+    thread: threading.Thread | None = None
+    timer: list[Any] | None = None
+    finished = False
+    worker_done = False
+    follow_up: _Attempt | None = None
+    _cancel = False
 
     def __init__(self, node: FlowNode, args: list[Any], control: _StepControl, number: int):
         self.node = node
         self.args = args
         self.control = control
         self.number = number
-        self.thread: threading.Thread | None = None
-        self.timer: list[Any] | None = None
-        self.finished = False
-        self.worker_done = False
-        self.follow_up: _Attempt | None = None
-        self._cancel = False
 
     @property
     def cancel(self) -> bool:
@@ -123,29 +112,29 @@ class Controller:
     def __init__(self, runner: Any):
         self.runner = runner
         self.timers = Timers()
-        self._controls: dict[FlowStep, _StepControl] = {}
         self._app_limiters = {app_id: Limiter(limit) for app_id, limit in (runner.config.app_concurrency or {}).items()}
 
     def stop(self) -> None:
         """End the timers: no retry starts and no time limit fires any more."""
         self.timers.stop()
 
-    def launch(self, node: FlowNode, args: list[Any]) -> None:
+    def launch(self, step: FlowStep, nodes: list[FlowNode], inputs: list[tuple[list[Any], Any]]) -> None:
         """
-        Start the first attempt of a node of a controlled step, or queue it behind its limits (lock held).
+        Start the first attempts of a controlled step's nodes, or queue them behind their limits (lock held).
 
         Parameters
         ----------
-        node : FlowNode
-            The node, already registered as running with the runner.
-        args : list
-            Its input values.
+        step : FlowStep
+            The step.
+        nodes : list of FlowNode
+            Its nodes, already registered as running with the runner.
+        inputs : list of (list, Any)
+            Their input values (first of each pair), in the same order.
         """
-        step = node.parent
-        control = self._controls.get(step)
-        if control is None:
-            control = self._controls[step] = self._step_control(step)
-        self._locked_admit(_Attempt(node, args, control, 1))
+        control = self._step_control(step)
+        admit = self._locked_admit
+        for node, (args, _) in zip(nodes, inputs, strict=True):
+            admit(_Attempt(node, args, control, 1))
 
     def _step_control(self, step: FlowStep) -> _StepControl:
         definition = step.definition
@@ -189,14 +178,14 @@ class Controller:
         attempt = job.args[3]
         if attempt.number == 1:
             self.runner._node_started(job)  # raises when the flow already failed
-        with self.runner._lock:
-            if self.runner._failed:
-                raise _Stopped()
-            attempt.thread = threading.current_thread()
-            if attempt.control.seconds is not None:
-                attempt.timer = self.timers.call_later(attempt.control.seconds, lambda: self._timed_out(attempt))
-        if attempt.number > 1:
+        else:
+            with self.runner._lock:
+                if self.runner._failed:
+                    raise _Stopped()
             log(f"Attempt {attempt.number} of {attempt.control.retry.attempts} started.", step_name=attempt.node.id)
+        if attempt.control.seconds is not None:  # only this thread touches the attempt until the timer exists
+            attempt.thread = threading.current_thread()  # the worker to give up on at the limit
+            attempt.timer = self.timers.call_later(attempt.control.seconds, lambda: self._timed_out(attempt))
 
     def _done(self, job: Job) -> None:
         attempt = job.args[3]
@@ -211,8 +200,10 @@ class Controller:
             if runner._failed:
                 return
             attempt.finished = True
-            Timers.cancel(attempt.timer)
-            self._locked_release(attempt)
+            if attempt.timer is not None:
+                Timers.cancel(attempt.timer)
+            if attempt.control.limiters:
+                self._locked_release(attempt)
             if job.error is None:
                 self._locked_succeed(attempt.node, job.result)
             else:

@@ -161,9 +161,8 @@ class Runner:
         if needs_control(step, self.config):  # retries, time limits, limits: the controller runs the nodes
             if self._controller is None:
                 self._controller = Controller(self)
-            for node, (args, _) in zip(nodes, inputs, strict=True):
-                self._running[node] = None
-                self._controller.launch(node, args)
+            self._running.update(dict.fromkeys(nodes))
+            self._controller.launch(step, nodes, inputs)
             self._changed()
             return len(nodes)
         submit = self.pool.run
