@@ -2,20 +2,21 @@
 Controlled nodes: retries, time limits, tolerated failures and concurrency limits, applied for the runner.
 
 Only the nodes of steps with such settings come here; the runner runs the
-others on its direct path, which pays nothing for this module. Every method
-named ``_locked*`` or documented as such runs under the runner's lock, as does
-every change of the state below; timers fire on one thread (``Timers``).
-A node waiting for a limit or a retry holds no worker thread.
+others on its direct path, which pays nothing for this module. Methods named
+``_locked*`` run under the runner's ``lock_running``, as does every change of
+the state below; timers fire on one thread (``Timers``). A node waiting for a
+limit or a retry holds no worker thread. Final outcomes go back to the
+runner (``_node_ended``, ``_node_failed``), which reports them to the hooks.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from ._execution import execute_node
 from ._policy import Limiter, Timers, retry_delay, should_retry
-from .constants import STATUS_FAILED
 from .errors import AppRunError, StepTimeoutError
 from .graph import FlowNode, FlowStep
 from .threads import Job
@@ -158,62 +159,73 @@ class Controller:
         for limiter in limiters:
             limiter.active += 1
         node = attempt.node
-        args = (self.runner.spec, node, attempt.args, attempt)
-        self.runner.pool.run(Job(execute_node, self._started, self._done, args, node.id, node))
+        started = self._started if attempt.control.seconds is not None else None
+        self.runner._running[node] = job = Job(self._run, started, self._done, (attempt,), node.id, node)
+        self.runner.pool.run(job)
 
     def _locked_release(self, attempt: _Attempt) -> None:
         """Give back the attempt's places and admit the attempts waiting for them, in arrival order."""
         limiters = attempt.control.limiters
         for limiter in limiters:
             limiter.active -= 1
-        if self.runner._failed:
+        if self.runner._stopping:
             return
         for limiter in limiters:
             while limiter.waiting and limiter.active < limiter.limit:
                 self._locked_admit(limiter.waiting.popleft())
 
+    def _live(self, node: FlowNode) -> bool:
+        """Whether the node still belongs to a run that goes on (lock held)."""
+        return not self.runner._stopping and node in self.runner._running
+
     # ---------------------------------------------------------------- an attempt's life
 
-    def _started(self, job: Job) -> None:
-        attempt = job.args[3]
+    def _run(self, attempt: _Attempt) -> Any:
+        runner = self.runner
+        node = attempt.node
         if attempt.number == 1:
-            self.runner._node_started(job)  # raises when the flow already failed
-        else:
-            with self.runner._lock:
-                if self.runner._failed:
-                    raise _Stopped()
-            log(f"Attempt {attempt.number} of {attempt.control.retry.attempts} started.", step_name=attempt.node.id)
-        if attempt.control.seconds is not None:  # only this thread touches the attempt until the timer exists
-            attempt.thread = threading.current_thread()  # the worker to give up on at the limit
-            attempt.timer = self.timers.call_later(attempt.control.seconds, lambda: self._timed_out(attempt))
+            return runner._run_node(node, attempt.args, attempt)
+        with runner.lock_running:
+            if not self._live(node):
+                raise _Stopped()
+        log(f"Attempt {attempt.number} of {attempt.control.retry.attempts} started.", step_name=node.id)
+        return execute_node(runner.spec, node, attempt.args, attempt)
+
+    def _started(self, job: Job) -> None:
+        """Start callback of a time-limited attempt: only its thread touches it until the timer exists."""
+        attempt = job.args[0]
+        attempt.thread = threading.current_thread()  # the worker to give up on at the limit
+        attempt.timer = self.timers.call_later(attempt.control.seconds, lambda: self._timed_out(attempt))
 
     def _done(self, job: Job) -> None:
-        attempt = job.args[3]
-        runner = self.runner
-        with runner._lock:
+        attempt = job.args[0]
+        node = attempt.node
+        with self.runner.lock_running:
             attempt.worker_done = True
             if attempt.finished:  # abandoned at its time limit: its outcome is decided, its result ignored
-                if attempt.follow_up is not None and not runner._failed:
-                    attempt.node.cancel = False
+                if attempt.follow_up is not None and self._live(node):
+                    node.cancel = False
                     self._locked_admit(attempt.follow_up)
                 return
-            if runner._failed:
+            if not self._live(node):
                 return
             attempt.finished = True
             if attempt.timer is not None:
                 Timers.cancel(attempt.timer)
             if attempt.control.limiters:
                 self._locked_release(attempt)
-            if job.error is None:
-                self._locked_succeed(attempt.node, job.result)
-            else:
-                self._locked_fail(attempt, job.error)
+            delay = None if job.error is None else self._locked_retry(attempt, job.error)
+        if job.error is None:
+            node._finished = time.perf_counter()
+            self.runner._node_ended(node, job.result)
+        else:
+            self._conclude(attempt, job.error, delay)
 
     def _timed_out(self, attempt: _Attempt) -> None:
         node = attempt.node
         runner = self.runner
-        with runner._lock:
-            if attempt.finished or runner._failed:
+        with runner.lock_running:
+            if attempt.finished or not self._live(node):
                 return
             attempt.finished = True
             attempt._cancel = True
@@ -225,59 +237,29 @@ class Controller:
                 cancel_run = node.cancel_run
         if cancel_run is not None:  # a platform call: outside the lock, and done before the node's outcome
             cancel_run()
-        seconds = attempt.control.seconds
         error = StepTimeoutError(
-            f"node {node.id} ran longer than its time limit of {seconds:g} s"
+            f"node {node.id} ran longer than its time limit of {attempt.control.seconds:g} s"
             + (f" (attempt {attempt.number})" if attempt.number > 1 else "")
         )
-        with runner._lock:
-            if runner._failed:
-                return
-            try:
-                self._locked_release(attempt)
-                self._locked_fail(attempt, error)
-            except BaseException as problem:  # never leave the flow waiting for a node nobody runs
-                runner._fail_flow(problem)
+        try:
+            with runner.lock_running:
+                if not self._live(node):
+                    return
+                if attempt.control.limiters:
+                    self._locked_release(attempt)
+                delay = self._locked_retry(attempt, error)
+            self._conclude(attempt, error, delay)
+        except Exception as problem:  # never leave the flow waiting for a node nobody runs
+            runner._node_failed(node, problem)
 
     # ---------------------------------------------------------------- outcomes
 
-    def _locked_succeed(self, node: FlowNode, result: Any) -> None:
-        runner = self.runner
-        runner._running.pop(node, None)
-        try:
-            runner._succeed_node(node, result)
-            runner._complete_node(node)
-        except BaseException as error:
-            runner._fail_flow(error)
-
-    def _locked_fail(self, attempt: _Attempt, error: BaseException) -> None:
-        node = attempt.node
-        control = attempt.control
-        retry = control.retry
-        if retry is not None and attempt.number < retry.attempts and should_retry(retry, error):
-            self._locked_schedule_retry(attempt, error)
-            return
-        runner = self.runner
-        if not control.tolerates(error):
-            # The node stays registered as running, so that the runner's abort cancels a timed-out run at once.
-            failure = runner._node_failure(node, error)
-            failure.__cause__ = error
-            runner._fail_flow(failure)
-            return
-        runner._running.pop(node, None)
-        node.status = STATUS_FAILED
-        node.error = str(error)
-        node.result = None
-        node.done = True
-        log(f"Failed ({type(error).__name__}: {error}); the flow goes on without its result.", step_name=node.id)
-        try:
-            runner._complete_node(node)
-        except BaseException as problem:
-            runner._fail_flow(problem)
-
-    def _locked_schedule_retry(self, attempt: _Attempt, error: BaseException) -> None:
-        node = attempt.node
+    def _locked_retry(self, attempt: _Attempt, error: BaseException) -> float | None:
+        """Schedule the next attempt when the policy allows it; return its delay, or None for a final failure."""
         retry = attempt.control.retry
+        if retry is None or attempt.number >= retry.attempts or not should_retry(retry, error):
+            return None
+        node = attempt.node
         delay = retry_delay(retry, attempt.number)
         if node.run_id and node.run_id not in node._earlier_run_ids:
             node._earlier_run_ids = (*node._earlier_run_ids, node.run_id)
@@ -285,17 +267,35 @@ class Controller:
             f"Attempt {attempt.number} of {retry.attempts} failed ({type(error).__name__}: {error}); "
             f"retrying in {delay:.3g} s.",
             step_name=node.id,
-        )
+        )  # under the lock, so that it comes before the next attempt's lines
         following = _Attempt(node, attempt.args, attempt.control, attempt.number + 1)
         self.timers.call_later(delay, lambda: self._retry(attempt, following))
-        self.runner._node_retried(node, error, attempt.number, delay)
+        return delay
+
+    def _conclude(self, attempt: _Attempt, error: BaseException, delay: float | None) -> None:
+        """Report a failed attempt: retried (``delay`` set), tolerated, or failing the flow."""
+        runner = self.runner
+        node = attempt.node
+        if delay is not None:
+            runner._changed()
+            hooks = runner._hooks
+            if hooks.node_retry:
+                hooks.emit("node_retry", runner.spec, node, error, attempt.number, delay)
+            return
+        node._finished = time.perf_counter()
+        if attempt.control.tolerates(error):
+            log(f"Failed ({type(error).__name__}: {error}); the flow goes on without its result.", step_name=node.id)
+            runner._node_ended(node, None, error)
+        else:
+            runner._node_failed(node, error)
 
     def _retry(self, failed: _Attempt, following: _Attempt) -> None:
-        with self.runner._lock:
-            if self.runner._failed:
+        node = failed.node
+        with self.runner.lock_running:
+            if not self._live(node):
                 return
             if failed.control.is_app and not failed.worker_done:
                 failed.follow_up = following  # an abandoned run is still being stopped: its worker starts this one
                 return
-            failed.node.cancel = False
+            node.cancel = False
             self._locked_admit(following)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from . import reporting
 from ._runner import Runner
 from .config import Configuration
 from .constants import (
@@ -22,6 +23,7 @@ from .constants import (
     STATUS_SUCCEEDED,
 )
 from .graph import FlowDefinitionError, FlowGraph, FlowNode, FlowStep, StepVisitor
+from .hooks import RunHooks, check_hook, registered
 from .uplink import UplinkClient, UplinkConfig
 from .utils import log_internal
 
@@ -129,23 +131,45 @@ class FlowSpec:
     def __repr__(self) -> str:
         return f"Flow({self.name})"
 
+    _hooks: tuple = ()  # this flow's own hooks (add_hook); a class-level empty default costs no constructor work
+
+    def add_hook(self, hook: Any) -> None:
+        """
+        Call a hook on the events of this flow's runs, after the globally registered ones.
+
+        Parameters
+        ----------
+        hook : nextpipe.hooks.FlowHooks
+            An object with some of the methods of ``FlowHooks`` (see :mod:`nextpipe.hooks`).
+
+        Raises
+        ------
+        TypeError
+            When ``hook`` has none of the event methods.
+        """
+        check_hook(hook)
+        self._hooks = (*self._hooks, hook)
+
     def run(self) -> None:
         """
         Execute the flow and block until it ends.
+
+        Every call starts from a clean state, so a flow can be run again. The
+        run's hooks are the globally registered ones (``nextpipe.hooks.register``),
+        then this flow's (:meth:`add_hook`), then the built-in reporting ones.
 
         Raises
         ------
         RuntimeError
             ``Flow failed: Step <id> failed: <error>`` when a step fails; the
             results of the steps that finished stay readable with :meth:`get_result`.
+            Also when the flow is already running in another thread.
         Exception
             When a step's inputs cannot be prepared (see the user guide's errors page).
+        KeyboardInterrupt
+            On Ctrl-C, after running app runs were canceled.
         """
-        self.uplink.run_async()
-        try:
-            self.runner.run()
-        finally:
-            self.uplink.terminate()
+        self.runner.run(RunHooks([*registered(), *self._hooks, *reporting.default_hooks(self)]))
 
     def get_result(self, step: Any) -> Any:
         """

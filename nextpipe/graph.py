@@ -15,6 +15,7 @@ import datetime
 import inspect
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Hashable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -143,6 +144,8 @@ class FlowNode:
         Set by an app node while its run is in progress: cancels the run.
     run_created : threading.Event or None
         Set by an app node while it creates its run; the event is set once the run exists (or creation failed).
+    run_created_at, run_finished_at : datetime.datetime or None
+        For an app node, when the platform created and finished its run.
     run_ids : list of str
         Ids of the runs of every attempt of an app node (``@retry``), oldest first; ``run_id`` is the latest.
     """
@@ -165,6 +168,11 @@ class FlowNode:
         self.cancel_run: Callable[[], None] | None = None
         # Set by an app node while it creates its run, so that a failing flow can wait to cancel it.
         self.run_created: threading.Event | None = None
+        # perf_counter() readings taken by the runner: one cheap clock call each on the hot path.
+        self._started: float | None = None
+        self._finished: float | None = None
+        self.run_created_at: datetime.datetime | None = None
+        self.run_finished_at: datetime.datetime | None = None
 
     def __repr__(self) -> str:
         return f"FlowNode({self.id})"
@@ -174,6 +182,38 @@ class FlowNode:
         """list of str: Ids of the runs of every attempt of the node, oldest first."""
         latest = [self.run_id] if self.run_id and self.run_id not in self._earlier_run_ids else []
         return [*self._earlier_run_ids, *latest]
+
+    @property
+    def started_at(self) -> datetime.datetime | None:
+        """datetime.datetime or None: When the node started (UTC); for a skipped step's node, when it was skipped."""
+        return _wall_time(self._started)
+
+    @property
+    def finished_at(self) -> datetime.datetime | None:
+        """datetime.datetime or None: When the node finished (UTC), also when the flow canceled it."""
+        return _wall_time(self._finished)
+
+    @property
+    def duration(self) -> float | None:
+        """
+        float or None: Seconds the node ran, from a monotonic clock.
+
+        ``None`` until it finished; ``0.0`` for a skipped step's node and for a
+        node the flow canceled before it started.
+        """
+        if self._finished is None:
+            return None
+        return 0.0 if self._started is None else max(0.0, self._finished - self._started)
+
+
+# Maps perf_counter() readings to wall-clock time, so that nodes are timed with one cheap monotonic clock call.
+_WALL_CLOCK_OFFSET = time.time() - time.perf_counter()
+
+
+def _wall_time(reading: float | None) -> datetime.datetime | None:
+    if reading is None:
+        return None
+    return datetime.datetime.fromtimestamp(_WALL_CLOCK_OFFSET + reading, datetime.timezone.utc)
 
 
 def _function_def(function: Callable) -> ast.FunctionDef | None:

@@ -14,7 +14,12 @@ hooks; when no hook is registered the runner does no work for them.
 
 from __future__ import annotations
 
+import threading
+import traceback
+from collections.abc import Callable, Iterable
 from typing import Any
+
+from .utils import log_internal
 
 
 class FlowHooks:
@@ -46,3 +51,144 @@ class FlowHooks:
 
     def node_retry(self, flow: Any, node: Any, error: BaseException, attempt: int, delay: float) -> None:
         """Called when attempt ``attempt`` (1-based) of a node failed with ``error`` and is retried in ``delay`` s."""
+
+
+EVENTS = ("flow_start", "flow_end", "node_start", "node_skip", "node_success", "node_failure", "node_retry")
+"""The names of the events, which are the method names of :class:`FlowHooks`."""
+
+_registered: list[Any] = []
+_registered_lock = threading.Lock()
+
+
+def register(hook: Any) -> None:
+    """
+    Register a hook for the runs of every flow, from the next ``run()`` on.
+
+    Parameters
+    ----------
+    hook : FlowHooks
+        An object with some of the methods of :class:`FlowHooks`. Registering
+        it again does nothing.
+
+    Raises
+    ------
+    TypeError
+        When ``hook`` has none of the event methods (see :data:`EVENTS`).
+    """
+    check_hook(hook)
+    with _registered_lock:
+        if not any(h is hook for h in _registered):
+            _registered.append(hook)
+
+
+def unregister(hook: Any) -> None:
+    """
+    Stop calling a hook registered with :func:`register`, from the next ``run()`` on.
+
+    Parameters
+    ----------
+    hook : FlowHooks
+        The hook; one that is not registered is ignored.
+    """
+    with _registered_lock:
+        _registered[:] = [h for h in _registered if h is not hook]
+
+
+def registered() -> list[Any]:
+    """
+    Return the hooks registered for every flow.
+
+    Returns
+    -------
+    list of FlowHooks
+        The hooks, in registration order (a copy).
+    """
+    with _registered_lock:
+        return list(_registered)
+
+
+def check_hook(hook: Any) -> None:
+    """
+    Refuse an object that cannot be a hook.
+
+    Parameters
+    ----------
+    hook : Any
+        The candidate.
+
+    Raises
+    ------
+    TypeError
+        When ``hook`` is a class or has none of the event methods.
+    """
+    if isinstance(hook, type) or not any(callable(getattr(hook, name, None)) for name in EVENTS):
+        raise TypeError(
+            f"{hook!r} is not a hook: pass an instance of a nextpipe.hooks.FlowHooks subclass that overrides "
+            f"some of {', '.join(EVENTS)}."
+        )
+
+
+def _overrides(hook: Any, name: str) -> Callable[..., None] | None:
+    """The hook's method for an event, or None when it has none or it is FlowHooks' own (which does nothing)."""
+    method = getattr(hook, name, None)
+    if not callable(method) or getattr(method, "__func__", None) is getattr(FlowHooks, name):
+        return None
+    return method
+
+
+class RunHooks:
+    """
+    The hooks of one run, sorted by event: the runner's dispatch.
+
+    Each event has a list attribute of the same name holding only the methods
+    that do something, so that the runner checks ``if hooks.node_start:``
+    (a list's truthiness) and pays nothing more when nobody listens.
+
+    Parameters
+    ----------
+    hooks : iterable of FlowHooks
+        The run's hooks, in calling order.
+
+    Attributes
+    ----------
+    flow_start, flow_end, node_start, node_skip, node_success, node_failure, node_retry : list of Callable
+        The hooks' methods for that event, in calling order.
+    """
+
+    def __init__(self, hooks: Iterable[Any] = ()):
+        hooks = list(hooks)
+        for hook in hooks:
+            check_hook(hook)
+        for name in EVENTS:
+            setattr(self, name, [m for m in (_overrides(h, name) for h in hooks) if m is not None])
+        self._reported: set[tuple[int, str]] = set()
+        self._lock = threading.Lock()
+
+    def emit(self, event: str, *args: Any) -> None:
+        """
+        Call every hook's method for an event, in order; a hook that raises is logged and skipped.
+
+        Parameters
+        ----------
+        event : str
+            One of :data:`EVENTS`.
+        *args : Any
+            The method's arguments (see :class:`FlowHooks`).
+        """
+        for method in getattr(self, event):
+            try:
+                method(*args)
+            except Exception as error:
+                self._report(method, event, error)
+
+    def _report(self, method: Callable[..., None], event: str, error: Exception) -> None:
+        hook = getattr(method, "__self__", method)
+        with self._lock:
+            if (id(hook), event) in self._reported:
+                return
+            self._reported.add((id(hook), event))
+        details = "".join(traceback.format_exception(type(error), error, error.__traceback__)).rstrip()
+        log_internal(
+            f"Hook {type(hook).__name__}.{event} raised {type(error).__name__} (the flow goes on; "
+            f"further errors of this hook in {event} are not logged):\n{details}"
+        )
