@@ -255,7 +255,7 @@ class Controller:
     # ---------------------------------------------------------------- outcomes
 
     def _locked_retry(self, attempt: _Attempt, error: BaseException) -> float | None:
-        """Schedule the next attempt when the policy allows it; return its delay, or None for a final failure."""
+        """The delay before the next attempt when the policy allows one, else None (a final failure)."""
         retry = attempt.control.retry
         if retry is None or attempt.number >= retry.attempts or not should_retry(retry, error):
             return None
@@ -268,12 +268,10 @@ class Controller:
             f"retrying in {delay:.3g} s.",
             step_name=node.id,
         )  # under the lock, so that it comes before the next attempt's lines
-        following = _Attempt(node, attempt.args, attempt.control, attempt.number + 1)
-        self.timers.call_later(delay, lambda: self._retry(attempt, following))
         return delay
 
     def _conclude(self, attempt: _Attempt, error: BaseException, delay: float | None) -> None:
-        """Report a failed attempt: retried (``delay`` set), tolerated, or failing the flow."""
+        """Act on a failed attempt: retry it after ``delay`` (when set), tolerate it, or fail the flow."""
         runner = self.runner
         node = attempt.node
         if delay is not None:
@@ -281,6 +279,8 @@ class Controller:
             hooks = runner._hooks
             if hooks.node_retry:
                 hooks.emit("node_retry", runner.spec, node, error, attempt.number, delay)
+            following = _Attempt(node, attempt.args, attempt.control, attempt.number + 1)
+            self.timers.call_later(delay, lambda: self._retry(attempt, following))  # after the hooks saw the retry
             return
         node._finished = time.perf_counter()
         if attempt.control.tolerates(error):

@@ -621,3 +621,52 @@ def test_app_step_settings_need_no_run_to_check() -> None:
     flow = Flow("bypass", {"x": 1}, conf=Configuration(app_concurrency={"solver": 1}))
     flow.run()
     assert flow.get_result(flow.solve) == {"ok": True}
+
+
+def test_hooks_see_each_retry_and_one_outcome_per_node() -> None:
+    from nextpipe.hooks import FlowHooks
+
+    events: list[tuple[Any, ...]] = []
+
+    class Recorder(FlowHooks):
+        def node_start(self, flow: Any, node: Any) -> None:
+            events.append(("start", node.id, node.status))
+
+        def node_retry(self, flow: Any, node: Any, error: BaseException, attempt: int, delay: float) -> None:
+            events.append(("retry", node.id, type(error).__name__, attempt, delay, node.status))
+
+        def node_success(self, flow: Any, node: Any) -> None:
+            events.append(("success", node.id, node.result))
+
+        def node_failure(self, flow: Any, node: Any, error: BaseException) -> None:
+            events.append(("failure", node.id, str(error), node.status))
+
+    tries: list[int] = []
+
+    class Flow(FlowSpec):
+        @retry(attempts=3, delay=0.0, backoff=1.0)
+        @step
+        def flaky(data: int) -> int:
+            tries.append(1)
+            if len(tries) < 3:
+                raise ConnectionError("again")
+            return data
+
+        @allow_failure()
+        @step
+        def broken(data: int) -> None:
+            raise ValueError("tolerated")
+
+    flow = Flow("hooks", 4)
+    flow.add_hook(Recorder())
+    flow.run()
+    flaky = [e for e in events if e[1] == "flaky_0"]
+    assert flaky == [
+        ("start", "flaky_0", STATUS_RUNNING),
+        ("retry", "flaky_0", "ConnectionError", 1, 0.0, STATUS_RUNNING),
+        ("retry", "flaky_0", "ConnectionError", 2, 0.0, STATUS_RUNNING),
+        ("success", "flaky_0", 4),
+    ]
+    assert [e for e in events if e[1] == "broken_0"][-1] == ("failure", "broken_0", "tolerated", STATUS_FAILED)
+    node = nodes(flow, flow.flaky)[0]
+    assert node.duration is not None and node.duration >= 0
