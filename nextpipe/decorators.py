@@ -7,15 +7,19 @@ step and is always the innermost decorator; the others (``@needs``,
 ``@timeout``, ``@allow_failure``, ``@concurrency``) are applied on
 top of it in any order and store their settings on the step's :class:`Step`.
 
-Mistakes in a declaration (a decorator below ``@step``, ``@foreach`` without
-parentheses, a repetition count of zero, ...) are recorded where they happen
-and reported, naming the step, when the flow is constructed.
+Mistakes in a declaration (a decorator below ``@step``, ``@repeat`` or
+``@foreach`` without its call, a repetition count of zero, ``options`` that are
+not a dict, ...) are recorded where they happen and reported, naming the step,
+when the flow is constructed. What cannot carry a record raises ``TypeError``
+at once: ``@step`` on an ``async def`` function or on a callable without a
+name, ``@foreach(5)``.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any
 
@@ -25,6 +29,9 @@ from .utils import convert_to_string_values
 # copies a function's ``__dict__``, so mistakes made below ``@step`` travel to the step.
 DECLARATION_ERRORS_ATTR = "_nextpipe_declaration_errors"
 """Name of the function attribute listing its declaration mistakes, reported when the flow is constructed."""
+
+UNCALLED_DECORATOR_ATTR = "_nextpipe_uncalled_decorator"
+"""Name of the attribute flagging a decorator that a factory returned when used without its call."""
 
 
 class InputType(Enum):
@@ -146,13 +153,15 @@ class App:
         Id of the Nextmv application to run.
     instance_id : str, default=""
         Id of the instance to run; empty for the application's default.
-    options : dict, optional
-        Run options; values are converted to strings and ``None`` values dropped.
     input_type : InputType, optional
         Deprecated and ignored.
+    parameters : dict, optional
+        Deprecated alias of ``options``, used when ``options`` is not given.
+    options : dict, optional
+        Run options; values are converted to strings and ``None`` values dropped.
     full_result : bool, default=False
         Whether the step's result is the whole ``nextmv.RunResult`` instead of its output.
-    run_configuration : nextmv.RunConfiguration, optional
+    run_configuration : nextmv.RunConfiguration or dict, optional
         Configuration of the run.
     polling_options : nextmv.PollingOptions, default=nextmv.DEFAULT_POLLING_OPTIONS
         How to poll for the run's result.
@@ -160,30 +169,55 @@ class App:
         When set, no run is made and this value is the run's output.
     emit_live_logs : bool, default=False
         Whether to relay the run's logs while it runs.
+
+    Raises
+    ------
+    TypeError
+        When an argument has the wrong type; the message names the argument.
+    ValueError
+        When ``app_id`` is empty.
     """
 
     def __init__(
         self,
         app_id: str,
         instance_id: str = "",
-        options: dict[str, Any] | None = None,
         input_type: InputType | None = None,
+        parameters: dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None,
         full_result: bool = False,
         run_configuration: Any = None,
         polling_options: Any = SDK_DEFAULT_POLLING,
         bypass_result: Any = None,
         emit_live_logs: bool = False,
     ):
+        if not isinstance(app_id, str) or not app_id.strip():
+            raise (ValueError if isinstance(app_id, str) else TypeError)(
+                f"app_id must be a non-empty string naming the application, got {app_id!r}."
+            )
+        if not isinstance(instance_id, str):
+            raise TypeError(f"instance_id must be a string (empty for the default instance), got {instance_id!r}.")
+        options = options if options is not None else parameters
+        if options is not None and not isinstance(options, Mapping):
+            raise TypeError(
+                f"options must be a dict of option names to values, e.g. {{'duration': 10}}, got {options!r}."
+            )
         self.app_id = app_id
         self.instance_id = instance_id
-        self.options = convert_to_string_values(options or {})
+        self.options = convert_to_string_values(dict(options or {}))
         self.input_type = input_type
         self.full_result = full_result
-        self.run_configuration = run_configuration
-        if polling_options is SDK_DEFAULT_POLLING:
-            import nextmv  # deferred: pure-Python flows never pay for the SDK's import
+        import nextmv  # deferred to the first app step: pure-Python flows never pay for the SDK's import
 
+        if polling_options is SDK_DEFAULT_POLLING:
             polling_options = nextmv.DEFAULT_POLLING_OPTIONS
+        elif polling_options is not None and not isinstance(polling_options, nextmv.PollingOptions):
+            raise TypeError(f"polling_options must be a nextmv.PollingOptions, got {polling_options!r}.")
+        if run_configuration is not None and not isinstance(run_configuration, nextmv.RunConfiguration | Mapping):
+            raise TypeError(
+                f"run_configuration must be a nextmv.RunConfiguration (or a dict), got {run_configuration!r}."
+            )
+        self.run_configuration = run_configuration
         self.polling_options = polling_options
         self.bypass_result = bypass_result
         self.emit_live_logs = emit_live_logs
@@ -304,7 +338,11 @@ class Step:
 
 
 def _record_error(function: Callable, message: str) -> None:
-    function.__dict__.setdefault(DECLARATION_ERRORS_ATTR, []).append(message)
+    try:
+        errors = vars(function).setdefault(DECLARATION_ERRORS_ATTR, [])
+    except TypeError:  # an object without attributes of its own: nothing to carry the mistake to the flow
+        raise TypeError(message) from None
+    errors.append(message)
 
 
 def _step_of(function: Callable, decorator: str) -> Step | None:
@@ -312,17 +350,33 @@ def _step_of(function: Callable, decorator: str) -> Step | None:
     definition = getattr(function, "step", None)
     if isinstance(definition, Step):
         return definition
-    _record_error(
-        function,
-        f"@{decorator} is applied to a function that is not a step yet: "
-        "@step must be the innermost decorator (the line right above 'def').",
-    )
+    if not hasattr(function, UNCALLED_DECORATOR_ATTR):  # else that is the mistake to report
+        _record_error(
+            function,
+            f"@{decorator} is applied to a function that is not a step yet: "
+            "@step must be the innermost decorator (the line right above 'def').",
+        )
     return None
+
+
+def _flag_if_uncalled(decorator: Callable, argument: Any, name: str, usage: str) -> Callable:
+    """
+    Flag the decorator a factory returns when its argument looks like the function it should decorate.
+
+    Used without its call (``@repeat`` instead of ``@repeat(repetitions=3)``), a factory receives the step
+    itself and returns a decorator that takes the step's place in the class: the flag lets the graph
+    report it instead of silently losing the step.
+    """
+    if callable(argument):
+        setattr(decorator, UNCALLED_DECORATOR_ATTR, f"@{name} is used without its call: write {usage}.")
+    return decorator
 
 
 def _marker_decorator(name: str, f: Callable | None, marker: type) -> Callable:
     """The decorator of ``@foreach()`` / ``@join()``; ``f`` is set when the parentheses were forgotten."""
     if f is not None:
+        if not callable(f):
+            raise TypeError(f"@{name} takes no arguments: write @{name}(), not @{name}({f!r}).")
         _record_error(f, f"@{name} must be called: write @{name}(), not @{name}.")
         return f
 
@@ -352,6 +406,12 @@ def step(function: Callable) -> Callable:
     Callable
         A wrapper carrying the attributes ``step`` (its :class:`Step`) and ``is_step``.
 
+    Raises
+    ------
+    TypeError
+        When ``function`` is not a named callable (its name is the step's id), or is an
+        ``async def`` function (steps are called in worker threads, never awaited).
+
     Examples
     --------
     >>> from nextpipe import FlowSpec, step
@@ -360,6 +420,17 @@ def step(function: Callable) -> Callable:
     ...     def double(data: int) -> int:
     ...         return data * 2
     """
+    name = getattr(function, "__name__", None)
+    if not callable(function) or not isinstance(name, str):
+        raise TypeError(
+            f"@step decorates a function defined with def, whose name is the step's id; got {function!r}. "
+            "Wrap it in a named function: @step above 'def my_step(data): return ...'."
+        )
+    if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
+        raise TypeError(
+            f"Step {name} is an 'async def' function, but steps are called in worker threads and never awaited. "
+            "Declare it with 'def' and run the coroutine inside, e.g. 'return asyncio.run(fetch(data))'."
+        )
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -386,14 +457,17 @@ def needs(predecessors: list[Callable]) -> Callable[[Callable], Callable]:
         The decorator.
     """
 
+    listed = list(predecessors) if isinstance(predecessors, list | tuple) else [predecessors]
+    # In the class body, a step under @staticmethod is still the staticmethod object.
+    listed = [p.__func__ if isinstance(p, staticmethod) else p for p in listed]
+
     def decorator(function: Callable) -> Callable:
         definition = _step_of(function, "needs")
         if definition is not None:
-            listed = predecessors if isinstance(predecessors, list | tuple) else [predecessors]
-            definition.needs = Needs(list(listed))
+            definition.needs = Needs(listed)
         return function
 
-    return decorator
+    return _flag_if_uncalled(decorator, predecessors, "needs", "@needs(predecessors=[prepare])")
 
 
 def optional(condition: Callable[[Step], bool]) -> Callable[[Callable], Callable]:
@@ -422,7 +496,9 @@ def optional(condition: Callable[[Step], bool]) -> Callable[[Callable], Callable
         definition.optional = Optional(condition)
         return function
 
-    return decorator
+    # A condition that is itself a step is the step under a bare @optional.
+    argument = condition if isinstance(getattr(condition, "step", None), Step) else None
+    return _flag_if_uncalled(decorator, argument, "optional", "@optional(condition=lambda step: ...)")
 
 
 def repeat(repetitions: int) -> Callable[[Callable], Callable]:
@@ -451,7 +527,7 @@ def repeat(repetitions: int) -> Callable[[Callable], Callable]:
         definition.repeat = Repeat(repetitions)
         return function
 
-    return decorator
+    return _flag_if_uncalled(decorator, repetitions, "repeat", "@repeat(repetitions=3)")
 
 
 def foreach(f: Callable | None = None) -> Callable[[Callable], Callable]:
@@ -544,7 +620,8 @@ def app(
     Raises
     ------
     ValueError
-        When both ``parameters`` and ``options`` are given.
+        When both ``parameters`` and ``options`` are given. Arguments of the wrong type or an
+        empty ``app_id`` are reported, naming the step, when the flow is constructed.
     """
     if parameters is not None and options is not None:
         raise ValueError("You can only use either 'parameters' or 'options', not both.")
@@ -561,23 +638,25 @@ def app(
         definition = _step_of(function, "app")
         if definition is None:
             return function
-        if not isinstance(app_id, str) or not app_id.strip():
-            _record_error(function, f"@app needs a non-empty app id, got {app_id!r}.")
-        definition.app = App(
-            app_id=app_id,
-            instance_id=instance_id,
-            options=options,
-            input_type=input_type,
-            full_result=full_result,
-            run_configuration=run_configuration,
-            polling_options=polling_options,
-            bypass_result=bypass_result,
-            emit_live_logs=emit_live_logs,
-        )
+        try:
+            definition.app = App(
+                app_id=app_id,
+                instance_id=instance_id,
+                input_type=input_type,
+                options=options,
+                full_result=full_result,
+                run_configuration=run_configuration,
+                polling_options=polling_options,
+                bypass_result=bypass_result,
+                emit_live_logs=emit_live_logs,
+            )
+        except (TypeError, ValueError) as error:
+            _record_error(function, f"@app: {error}")
+            return function
         definition.type = StepType.APP
         return function
 
-    return decorator
+    return _flag_if_uncalled(decorator, app_id, "app", '@app(app_id="my-app")')
 
 
 # Control of a node's execution: retries, time limits, tolerated failures, concurrency limits.
@@ -754,7 +833,7 @@ def retry(
         definition.retry = Retry(attempts, delay, backoff, max_delay, jitter, conditions)
         return function
 
-    return decorator
+    return _flag_if_uncalled(decorator, attempts, "retry", "@retry(attempts=3)")
 
 
 def timeout(seconds: float) -> Callable[[Callable], Callable]:
@@ -788,7 +867,7 @@ def timeout(seconds: float) -> Callable[[Callable], Callable]:
         definition.timeout = Timeout(seconds)
         return function
 
-    return decorator
+    return _flag_if_uncalled(decorator, seconds, "timeout", "@timeout(seconds=60)")
 
 
 def allow_failure(f: Callable | None = None) -> Callable[[Callable], Callable]:
@@ -841,4 +920,4 @@ def concurrency(limit: int) -> Callable[[Callable], Callable]:
         definition.concurrency = Concurrency(limit)
         return function
 
-    return decorator
+    return _flag_if_uncalled(decorator, limit, "concurrency", "@concurrency(limit=3)")

@@ -67,6 +67,15 @@ class FlowSpec:
     runner : Runner
         Executes the graph.
 
+    Raises
+    ------
+    FlowDefinitionError
+        When the flow class declares its steps in a way that cannot run; the message names the step and the fix.
+    Exception
+        For a cycle, or an app step with more than one predecessor (the original's messages).
+    TypeError
+        When ``conf`` or ``uplink_config`` has the wrong type.
+
     Examples
     --------
     >>> from nextpipe import FlowSpec, needs, step
@@ -93,6 +102,12 @@ class FlowSpec:
         client: Any = None,
         uplink_config: UplinkConfig | None = None,
     ):
+        if conf is not None and not isinstance(conf, Configuration):
+            raise TypeError(
+                f"Flow {name}: conf must be a Configuration, e.g. Configuration(thread_count=4); got {conf!r}."
+            )
+        if uplink_config is not None and not isinstance(uplink_config, UplinkConfig):
+            raise TypeError(f"Flow {name}: uplink_config must be an UplinkConfig; got {uplink_config!r}.")
         self.name = name
         self.input = input
         self.config = conf if conf is not None else Configuration()

@@ -12,16 +12,21 @@ from __future__ import annotations
 import ast
 import base64
 import datetime
+import functools
+import importlib.util
 import inspect
-import textwrap
+import linecache
+import os
+import sys
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable
-from typing import TYPE_CHECKING, Any
+import types
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .__about__ import __version__
 from .constants import STATUS_PENDING
-from .decorators import DECLARATION_ERRORS_ATTR, Step
+from .decorators import DECLARATION_ERRORS_ATTR, UNCALLED_DECORATOR_ATTR, Step
 from .utils import log_internal
 
 if TYPE_CHECKING:
@@ -71,13 +76,16 @@ class FlowStep:
     ----------
     step_function : ast.FunctionDef or None
         The parsed definition of the step's function (``None`` when its source cannot be read).
-    definition : Step
+        A graph reads it from the source only when first asked for: nothing else needs it.
+    step_definition : Step
         The step's definition, with its decorators' settings.
     docstring : str or None
         The docstring of the step's function.
 
     Attributes
     ----------
+    definition : Step
+        The step's definition (``step_definition``).
     lock : threading.Lock
         Guards the step's nodes.
     done : bool
@@ -93,9 +101,11 @@ class FlowStep:
         (no parameters) or ``"flow"`` (``self`` first).
     """
 
-    def __init__(self, step_function: ast.FunctionDef | None, definition: Step, docstring: str | None):
-        self.step_function = step_function
-        self.definition = definition
+    def __init__(self, step_function: ast.FunctionDef | None, step_definition: Step, docstring: str | None):
+        self._step_function = step_function
+        # Set by the graph: reads the source of all its steps once, when a step_function is first asked for.
+        self._source: _SourceReader | None = None
+        self.definition = step_definition
         self.docstring = docstring
         self.lock = threading.Lock()
         self.done = False
@@ -105,6 +115,18 @@ class FlowStep:
         self.nodes: list[FlowNode] = []
         # How the function is called: with no arguments, with the inputs, or with the flow and the inputs.
         self.call_mode = "inputs"
+
+    @property
+    def step_function(self) -> ast.FunctionDef | None:
+        """ast.FunctionDef or None: The parsed definition of the step's function."""
+        if self._source is not None:
+            self._source.read()
+        return self._step_function
+
+    @step_function.setter
+    def step_function(self, node: ast.FunctionDef | None) -> None:
+        self._step_function = node
+        self._source = None
 
     def __repr__(self) -> str:
         return f"FlowStep({self.definition.get_id()})"
@@ -216,20 +238,62 @@ def _wall_time(reading: float | None) -> datetime.datetime | None:
     return datetime.datetime.fromtimestamp(_WALL_CLOCK_OFFSET + reading, datetime.timezone.utc)
 
 
-def _function_def(function: Callable) -> ast.FunctionDef | None:
-    """The parsed definition of a function, or None when its source cannot be read."""
+def _definitions_in_file(filename: str, module_globals: dict[str, Any] | None) -> dict[tuple[int, str], ast.AST]:
+    """Every function definition of a source file, by (first line with its decorators, name); empty without source."""
+    linecache.checkcache(filename)  # re-read a file edited since it was cached, as inspect does
+    lines = linecache.getlines(filename, module_globals)
     try:
-        source = textwrap.dedent(inspect.getsource(function))
-    except (OSError, TypeError):
-        return None
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return None
-    for node in tree.body:
+        tree = ast.parse("".join(lines), filename)
+    except (SyntaxError, ValueError):
+        return {}
+    definitions = {}
+    statements = list(tree.body)
+    while statements:  # functions are statements: no need to walk into expressions as ast.walk does
+        node = statements.pop()
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            return node
-    return None
+            definitions[min([node.lineno] + [d.lineno for d in node.decorator_list]), node.name] = node
+        for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+            statements.extend(getattr(node, field, ()))
+    return definitions
+
+
+def _function_defs(functions: list[Callable]) -> list[ast.FunctionDef | None]:
+    """
+    The parsed definitions of functions, reading and parsing each source file once.
+
+    A function's code object knows its file, first line and name, which pick its definition out
+    of the file's syntax tree, so the cost is one parse per file, not one source lookup per
+    step. ``None`` for a function whose source cannot be read (``exec``, ``python -c``, lambdas).
+    """
+    files: dict[str, dict[tuple[int, str], ast.AST]] = {}
+    found = []
+    for function in functions:
+        target = inspect.unwrap(function)  # the user's own def, also under @staticmethod or functools.wraps
+        code = getattr(target, "__code__", None)
+        if code is None:
+            found.append(None)
+            continue
+        definitions = files.get(code.co_filename)
+        if definitions is None:
+            module_globals = getattr(target, "__globals__", None)
+            definitions = files[code.co_filename] = _definitions_in_file(code.co_filename, module_globals)
+        found.append(definitions.get((code.co_firstlineno, code.co_name)))
+    return found
+
+
+class _SourceReader:
+    """Fills the ``step_function`` of a graph's steps on first use, parsing each source file once for all."""
+
+    def __init__(self, steps: list[FlowStep]):
+        self._steps = steps
+        self._lock = threading.Lock()
+
+    def read(self) -> None:
+        with self._lock:
+            steps, self._steps = self._steps, []
+            nodes = _function_defs([s.definition.function for s in steps])
+            for step, node in zip(steps, nodes, strict=True):
+                step.step_function = node
 
 
 class StepVisitor(ast.NodeVisitor):
@@ -256,58 +320,117 @@ class StepVisitor(ast.NodeVisitor):
             self.steps.append(FlowStep(node, definition, ast.get_docstring(node)))
 
 
-def _step_functions(flow_class: type) -> list[Callable]:
-    """The step functions of a flow class and its bases: base classes first, each in definition order."""
+def _declared_steps(flow_class: type) -> list[Step]:
+    """
+    The steps of a flow class and its bases, each once: base classes first, each in definition order.
+
+    Raises
+    ------
+    FlowDefinitionError
+        For a declaration mistake recorded by a decorator, a decorator used without its call, two
+        steps with the same id, or no steps at all.
+    """
     by_name: dict[str, Any] = {}
     for klass in reversed(flow_class.__mro__):
         by_name.update(vars(klass))
-    return [f for f in by_name.values() if getattr(f, "is_step", False) and isinstance(getattr(f, "step", None), Step)]
+    names_by_id: dict[str, str] = {}
+    steps: dict[Step, None] = {}
+    for name, value in by_name.items():
+        if isinstance(value, staticmethod):  # @staticmethod above @step: the step is the function inside
+            value = value.__func__
+        if not callable(value):
+            continue
+        uncalled = getattr(value, UNCALLED_DECORATOR_ATTR, None)
+        if isinstance(uncalled, str):  # (a mock class attribute answers any attribute: not a flag)
+            raise FlowDefinitionError(f"Step {name}: {uncalled} Used so, {name} is not a step and would never run.")
+        errors = getattr(value, DECLARATION_ERRORS_ATTR, None)
+        if errors and isinstance(errors, list):
+            if not getattr(value, "is_step", False):
+                errors = [*errors, "It is not a step at all: add @step right above 'def'."]
+            raise FlowDefinitionError(f"Step {name}: " + " ".join(errors))
+        definition = getattr(value, "step", None)
+        if not getattr(value, "is_step", False) or not isinstance(definition, Step) or definition in steps:
+            continue  # not a step, or a step bound to a second name (legacy = prepare): still one step
+        step_id = definition.get_id()
+        if step_id in names_by_id:
+            raise FlowDefinitionError(
+                f"Steps {names_by_id[step_id]} and {name} of {flow_class.__name__} have the same id {step_id!r}: "
+                "a step's id is the name of its function, so give each step function a name of its own "
+                "(define it with 'def', not as a lambda)."
+            )
+        names_by_id[step_id] = name
+        steps[definition] = None
+    if not steps:
+        raise FlowDefinitionError(
+            f"Flow {flow_class.__name__} declares no steps: mark each step function with @step, "
+            "the innermost decorator (the line right above 'def')."
+        )
+    return list(steps)
 
 
-def _misdeclared_functions(flow_class: type) -> Iterable[tuple[str, list[str]]]:
-    """Functions of the class carrying declaration mistakes, steps or not."""
-    for klass in reversed(flow_class.__mro__):
-        for name, value in vars(klass).items():
-            errors = getattr(value, DECLARATION_ERRORS_ATTR, None) if callable(value) else None
-            if errors:
-                if not getattr(value, "is_step", False):
-                    errors = [*errors, "It is not a step at all: add @step right above 'def'."]
-                yield name, errors
+class _Parameters(NamedTuple):
+    """What a step function's parameters accept."""
+
+    any: bool  # declares any parameter at all
+    positional: tuple[str, ...]  # names of the positional parameters
+    required: int  # how many positional parameters have no default
+    varargs: bool  # declares *args
+    required_keyword_only: tuple[str, ...]  # keyword-only parameters without a default
+
+
+def _parameters(function: Callable) -> _Parameters | None:
+    """The parameters of a function, None when they cannot be told."""
+    if type(function) is types.FunctionType and not function.__dict__:  # no __wrapped__ or __signature__ to follow
+        # The code object answers directly; inspect.signature costs ten times more for the same answer.
+        code = function.__code__
+        count = code.co_argcount
+        keyword_only = code.co_varnames[count : count + code.co_kwonlyargcount]
+        defaults = function.__kwdefaults__ or {}
+        return _Parameters(
+            any=bool(count or keyword_only or code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS)),
+            positional=code.co_varnames[:count],
+            required=count - len(function.__defaults__ or ()),
+            varargs=bool(code.co_flags & inspect.CO_VARARGS),
+            required_keyword_only=tuple(name for name in keyword_only if name not in defaults),
+        )
+    try:
+        params = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return _Parameters(
+        any=bool(params),
+        positional=tuple(p.name for p in positional),
+        required=sum(p.default is p.empty for p in positional),
+        varargs=any(p.kind == p.VAR_POSITIONAL for p in params),
+        required_keyword_only=tuple(p.name for p in params if p.kind == p.KEYWORD_ONLY and p.default is p.empty),
+    )
 
 
 def _call_mode(step: FlowStep, received: int) -> str:
     """Decide how a Python step is called with ``received`` values, or raise if its parameters cannot take them."""
     name = step.definition.get_id()
-    try:
-        signature = inspect.signature(step.definition.function)
-    except (TypeError, ValueError):
+    params = _parameters(step.definition.function)
+    if params is None:
         return "inputs"
-    params = list(signature.parameters.values())
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    required = [p for p in positional if p.default is p.empty]
-    varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
-    required_keyword_only = [p.name for p in params if p.kind == p.KEYWORD_ONLY and p.default is p.empty]
-    if required_keyword_only:
+    if params.required_keyword_only:
         raise FlowDefinitionError(
-            f"Step {name} declares keyword-only parameters without defaults ({', '.join(required_keyword_only)}); "
-            "steps receive their inputs as positional arguments only."
+            f"Step {name} declares keyword-only parameters without defaults "
+            f"({', '.join(params.required_keyword_only)}); steps receive their inputs as positional arguments only."
         )
-    if not params:
+    if not params.any:
         return "none"
-
-    def fits(count: int) -> bool:
-        return len(required) <= count and (varargs or count <= len(positional))
-
-    if positional and positional[0].name == "self" and len(positional) == received + 1:
+    positional = params.positional
+    if positional and positional[0] == "self" and len(positional) == received + 1:
         return "flow"
-    if fits(received):
+    if params.required <= received and (params.varargs or received <= len(positional)):
         return "inputs"
     source = ", ".join(p.definition.get_id() for p in step.predecessors) or "the flow's input"
     if step.definition.is_join():
         source = f"the joined list of {source}"
     raise FlowDefinitionError(
         f"Step {name} receives {received} value(s) ({source}) but its function declares "
-        f"{len(positional)} positional parameter(s) ({', '.join(p.name for p in positional)}). "
+        f"{len(positional)} positional parameter(s) ({', '.join(positional)}). "
         f"Declare {received} parameter(s), no parameters, or 'self' followed by {received}."
     )
 
@@ -368,11 +491,10 @@ class FlowGraph:
     def __init__(self, flow_spec: Any):
         self.flow_spec = flow_spec
         flow_class = type(flow_spec)
-        for name, errors in _misdeclared_functions(flow_class):
-            raise FlowDefinitionError(f"Step {name}: " + " ".join(errors))
-        self.steps = [
-            FlowStep(_function_def(f), f.step, inspect.getdoc(f.step.function)) for f in _step_functions(flow_class)
-        ]
+        self.steps = [FlowStep(None, d, _docstring(d.function)) for d in _declared_steps(flow_class)]
+        source = _SourceReader(self.steps)
+        for step in self.steps:
+            step._source = source
         self.steps_by_definition = {s.definition: s for s in self.steps}
         self._link(flow_class)
         self.start_steps = [s for s in self.steps if not s.predecessors]
@@ -468,24 +590,47 @@ class FlowGraph:
         )
 
     def _log_definition(self, flow_class: type) -> None:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            nextmv_version = version("nextmv")
-        except PackageNotFoundError:
-            nextmv_version = "not installed"
         log_internal(f"Flow: {flow_class.__name__}")
         log_internal(f"nextpipe: {__version__}")
-        log_internal(f"nextmv: {nextmv_version}")
+        log_internal(f"nextmv: {_nextmv_version()}")
         log_internal("Flow graph steps:")
         for step in self.steps:
             log_internal("Step:")
             log_internal(f"  Definition: {step.definition}")
             log_internal(f"  Docstring: {step.docstring}")
         mermaid = self._to_mermaid()
-        log_internal("Mermaid:")
+        log_internal("Mermaid diagram:")
         log_internal(mermaid)
         log_internal(f"Mermaid URL: {mermaid_url(mermaid)}")
+
+
+@functools.cache
+def _nextmv_version() -> str:
+    """
+    The nextmv SDK's ``__version__``, read once per process.
+
+    Read from the SDK's ``__about__`` module, loaded on its own when the SDK is not imported yet:
+    importing the SDK takes a quarter of a second, and importlib.metadata tens of milliseconds.
+    """
+    about = sys.modules.get("nextmv.__about__")
+    if about is None:
+        package = importlib.util.find_spec("nextmv")
+        if package is None or not package.submodule_search_locations:
+            return "not installed"
+        path = os.path.join(package.submodule_search_locations[0], "__about__.py")
+        spec = importlib.util.spec_from_file_location("nextmv.__about__", path)
+        about = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(about)
+        except OSError:
+            return "unknown"
+    return str(getattr(about, "__version__", "unknown"))
+
+
+def _docstring(function: Callable) -> str | None:
+    """A function's docstring, cleaned of indentation as ``ast.get_docstring`` does."""
+    doc = getattr(function, "__doc__", None)
+    return inspect.cleandoc(doc) if isinstance(doc, str) else None
 
 
 def mermaid_url(mermaid: str) -> str:

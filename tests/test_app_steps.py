@@ -6,7 +6,6 @@ import copy
 import dataclasses
 import os
 import pathlib
-import shutil
 import signal
 import tempfile
 import threading
@@ -26,12 +25,18 @@ from emulator_fixtures import (  # noqa: E402
     WF_RUN,
     fast_polling,
     last_graph,
+    nextpipe_threads,
     nodes_by_id,
+    wait_for_no_nextpipe_threads,
 )
 from platform_emulator import PlatformEmulator, RunFailure  # noqa: E402
 
+import nextpipe._apps.cloud as app_cloud  # noqa: E402
 import nextpipe._apps.run as app_run  # noqa: E402
 from nextpipe import AppOption, AppRunConfig, FlowSpec, app, foreach, needs, step  # noqa: E402
+from nextpipe._apps.cloud import CloudApp  # noqa: E402
+from nextpipe._apps.local import LocalApp  # noqa: E402
+from nextpipe.errors import AppRunError  # noqa: E402
 from nextpipe.flow import STATUS_FAILED, STATUS_SUCCEEDED, FlowNode  # noqa: E402
 
 pytest_plugins = ["emulator_fixtures"]
@@ -147,10 +152,15 @@ class BadInputFlow(FlowSpec):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def test_json_app_step_request_without_workflow_ids(platform_env: PlatformEmulator) -> None:
+def test_json_app_step_request_without_workflow_ids(
+    platform_env: PlatformEmulator, capfd: pytest.CaptureFixture
+) -> None:
     emu = platform_env
     flow = JsonFlow("json", {"items": [1, 2, 3]})
     flow.run()
+    (run,) = emu.runs.values()
+    console = f"https://cloud.nextmv.io/app/echo/run/{run.run_id}?view=details"
+    assert f"[nextpipe] Started app step solve_0 run, find it at {console}\n" in capfd.readouterr().err
 
     (post,) = new_run_posts(emu)
     assert post.query == {"instance_id": "inst-decorator"}
@@ -434,20 +444,17 @@ def test_bypass_result_makes_no_request(platform_env: PlatformEmulator) -> None:
     assert emu.requests == []
 
 
-def test_bypass_directory_is_copied_without_following_symlinks(
-    platform_env: PlatformEmulator, tmp_path: pathlib.Path
+def test_bypass_directory_is_copied_privately_with_links_to_files_inside_it(
+    platform_env: PlatformEmulator, tmp_path: pathlib.Path, private_tempdir: pathlib.Path, capfd: pytest.CaptureFixture
 ) -> None:
     emu = platform_env
-    outside = tmp_path / "outside"
-    (outside / "deep").mkdir(parents=True)
-    (outside / "secret.txt").write_text("not to be copied")
-    (outside / "deep" / "more.txt").write_text("nor this")
     bypass = tmp_path / "bypass"
     (bypass / "sub").mkdir(parents=True)
     (bypass / "data.txt").write_text("data")
     (bypass / "sub" / "inner.txt").write_text("inner")
-    os.symlink(outside / "secret.txt", bypass / "file_link")
-    os.symlink(outside / "deep", bypass / "dir_link")
+    os.symlink("data.txt", bypass / "relative_link")  # relative: would resolve against the copy's folder
+    os.symlink(bypass / "sub" / "inner.txt", bypass / "sub" / "absolute_link")
+    os.chmod(bypass, 0o777)
 
     class BypassDirFlow(FlowSpec):
         @app(app_id="echo", bypass_result=str(bypass))
@@ -461,26 +468,49 @@ def test_bypass_directory_is_copied_without_following_symlinks(
             pass
 
     flow = BypassDirFlow("bypass dir", None)
-    try:
-        flow.run()
-        for output in (flow.get_result(flow.files), flow.get_result(flow.files_full).output):
-            assert output != str(bypass)
-            assert os.path.basename(output).startswith("nextpipe_output_")
-            copied = pathlib.Path(output)
-            assert (copied / "data.txt").read_text() == "data"
-            assert (copied / "sub" / "inner.txt").read_text() == "inner"
-            assert (copied / "file_link").is_symlink()
-            assert os.readlink(copied / "file_link") == str(outside / "secret.txt")
-            assert (copied / "dir_link").is_symlink()
-            assert os.readlink(copied / "dir_link") == str(outside / "deep")
-            real_files = {str(p.relative_to(copied)) for p in copied.rglob("*") if p.is_file() and not p.is_symlink()}
-            assert real_files == {"data.txt", "sub/inner.txt"}
-        assert flow.get_result(flow.files) != flow.get_result(flow.files_full).output
-        assert emu.requests == []
-    finally:
-        for output in (flow.get_result(flow.files), getattr(flow.get_result(flow.files_full), "output", None)):
-            if isinstance(output, str) and output != str(bypass):
-                shutil.rmtree(output, ignore_errors=True)
+    flow.run()
+    outputs = [flow.get_result(flow.files), flow.get_result(flow.files_full).output]
+    assert outputs[0] != outputs[1]
+    for output in outputs:
+        copied = pathlib.Path(output)
+        assert copied.parent == private_tempdir and copied.name.startswith("nextpipe_output_")
+        assert copied.stat().st_mode & 0o777 == 0o700  # private, whatever the source's mode
+        assert read_tree(copied) == {
+            "data.txt": "data",
+            "relative_link": "data",
+            "sub/absolute_link": "inner",
+            "sub/inner.txt": "inner",
+        }
+        assert not [p for p in copied.rglob("*") if p.is_symlink()]  # links became the files they point to
+    err = capfd.readouterr().err
+    assert "[nextpipe] Bypassing app step files_0 run, using bypass result\n" in err
+    assert "[nextpipe] Bypassing app step files_full_0 run, using bypass result\n" in err
+    assert emu.requests == []
+
+
+@pytest.mark.parametrize("link", ["outside", "directory", "dangling"])
+def test_bypass_directory_with_a_link_leading_out_of_it_is_refused(
+    link: str, tmp_path: pathlib.Path, private_tempdir: pathlib.Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("not to be copied")
+    bypass = tmp_path / "bypass"
+    (bypass / "sub").mkdir(parents=True)
+    (bypass / "data.txt").write_text("data")
+    target = {"outside": outside / "secret.txt", "directory": bypass / "sub", "dangling": bypass / "missing"}[link]
+    os.symlink(target, bypass / "the_link")
+
+    class BypassDirFlow(FlowSpec):
+        @app(app_id="echo", bypass_result=str(bypass))
+        @step
+        def files():
+            pass
+
+    with pytest.raises(RuntimeError, match=r"^Flow failed: Step files failed: the bypass_result directory ") as raised:
+        BypassDirFlow("bypass dir", None).run()
+    assert f"symbolic link the_link to {target}" in str(raised.value)
+    assert output_dirs(private_tempdir) == set()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -501,6 +531,7 @@ def test_live_logs_are_relayed_with_the_node_id(platform_env: PlatformEmulator, 
     flow = LogsFlow("logs", {"x": 1})
     flow.run()
     err = capfd.readouterr().err
+    assert "[nextpipe] Emitting live logs for app step solve_0 ...\n" in err
     for line in ("alpha line", "beta line", "gamma line"):
         assert f"[solve_0] {line}\n" in err
     (run,) = emu.runs.values()
@@ -552,7 +583,7 @@ def test_explicit_polling_options_are_honoured() -> None:
     given = nextmv.PollingOptions(initial_delay=0.123, delay=0.01, backoff=0, jitter=0, max_duration=10)
     original = dataclasses.asdict(given)
     for _ in range(20):
-        polling = app_run._polling_options(node, given)
+        polling = app_run._polling_options(node, given, CloudApp)
         assert polling is not given
         assert polling.initial_delay == 0.123
         assert (polling.delay, polling.backoff, polling.jitter, polling.max_duration) == (0.01, 0, 0, 10)
@@ -566,7 +597,7 @@ def test_explicit_polling_options_are_honoured() -> None:
         return False
 
     with_stop = nextmv.PollingOptions(initial_delay=0, stop=mine)
-    assert app_run._polling_options(node, with_stop).stop is mine
+    assert app_run._polling_options(node, with_stop, LocalApp).stop is mine
 
 
 def test_default_polling_options_get_a_random_initial_delay() -> None:
@@ -574,7 +605,7 @@ def test_default_polling_options_get_a_random_initial_delay() -> None:
     definition_options = node.parent.definition.app.polling_options
     assert definition_options is nextmv.DEFAULT_POLLING_OPTIONS  # the decorator's default, by identity
     before = copy.deepcopy(dataclasses.asdict(nextmv.DEFAULT_POLLING_OPTIONS))
-    delays = [app_run._polling_options(node, definition_options).initial_delay for _ in range(50)]
+    delays = [app_run._polling_options(node, definition_options, CloudApp).initial_delay for _ in range(50)]
     assert all(0 <= d < 5 for d in delays)
     assert len(set(delays)) > 1
     assert dataclasses.asdict(nextmv.DEFAULT_POLLING_OPTIONS) == before
@@ -586,7 +617,7 @@ def test_flow_with_default_polling_and_live_logs_leaves_the_global_options_alone
 ) -> None:
     emu = platform_env
     emu.set_app_behavior("echo", duration=0, logs=["only line"])
-    monkeypatch.setattr(app_run, "INITIAL_DELAY_SPREAD", 0.0)  # keep the randomized first delay at 0
+    monkeypatch.setattr(app_cloud, "INITIAL_DELAY_SPREAD", 0.0)  # keep the randomized first delay at 0
     before = dataclasses.asdict(nextmv.DEFAULT_POLLING_OPTIONS)
 
     class DefaultPollingFlow(FlowSpec):
@@ -660,6 +691,10 @@ def test_failed_sub_run_fails_the_flow(platform_env: PlatformEmulator, final_cal
     assert node.status == STATUS_FAILED
     assert node.run_id == run.run_id
     assert "infeasible: no vehicle left" in node.error
+    error = raised.value.__cause__  # what a retry filter sees
+    assert isinstance(error, AppRunError) and isinstance(error, RuntimeError)
+    assert (error.app_id, error.run_id, error.status) == ("echo", run.run_id, "failed")
+    assert run.cancel_requests == 0  # a run that ended needs no cancel
 
 
 def test_sub_run_canceled_on_the_platform_fails_the_flow(
@@ -827,6 +862,83 @@ def test_ctrl_c_cancels_app_runs_in_progress(workflow_env: PlatformEmulator, fas
     assert emu.requests_for("PATCH", f"/v1/applications/slow/runs/{run.run_id}/cancel")
     assert emu.run(run.run_id).canceled
     assert nodes_by_id(last_graph(emu))["slow_0"]["status"] == STATUS_FAILED  # the final state reached the platform
+
+
+def test_run_that_outlasts_its_polling_time_limit_is_canceled(
+    platform_env: PlatformEmulator, private_tempdir: pathlib.Path
+) -> None:
+    emu = platform_env
+    emu.hold_runs(True, app_id="slow")
+
+    class LimitFlow(FlowSpec):
+        @app(app_id="slow", polling_options=fast_polling(max_duration=0.3))
+        @step
+        def slow():
+            pass
+
+    with pytest.raises(
+        RuntimeError, match=r"^Flow failed: Step slow failed: run \S+ of app slow could not be followed: "
+    ) as raised:
+        LimitFlow("limit", {"x": 1}).run()
+    (run,) = emu.runs_for("slow")
+    assert "TimeoutError" in str(raised.value)
+    error = raised.value.__cause__
+    assert isinstance(error, AppRunError) and (error.run_id, error.status) == (run.run_id, None)
+    assert run.cancel_requests == 1 and run.status == "canceled"  # not left running on the platform
+    assert output_dirs(private_tempdir) == set()
+
+
+def test_platform_error_while_polling_cancels_the_run(
+    platform_env: PlatformEmulator, private_tempdir: pathlib.Path
+) -> None:
+    emu = platform_env
+    emu.hold_runs(True, app_id="slow")
+    emu.fail_next(1, status=503, method="GET", path_regex=r"^/v1/applications/slow/runs/[^/]+/metadata$")
+
+    class PollFlow(FlowSpec):
+        @app(app_id="slow", polling_options=fast_polling())
+        @step
+        def slow():
+            pass
+
+    with pytest.raises(RuntimeError, match=r"^Flow failed: Step slow failed: .*could not be followed: HTTPError.*503"):
+        PollFlow("poll", {"x": 1}).run()
+    (run,) = emu.runs_for("slow")
+    assert run.cancel_requests == 1 and run.status == "canceled"
+    assert output_dirs(private_tempdir) == set()
+
+
+def test_interrupt_while_the_worker_sleeps_between_polls_leaves_no_output_directory(
+    platform_env: PlatformEmulator, private_tempdir: pathlib.Path
+) -> None:
+    emu = platform_env
+    emu.hold_runs(True, app_id="slow")
+    slow_polling = nextmv.PollingOptions(initial_delay=0, delay=2, backoff=0, jitter=0, max_duration=30)
+
+    class SleepyFlow(FlowSpec):
+        @app(app_id="slow", polling_options=slow_polling)
+        @step
+        def slow():
+            pass
+
+    seen: list[set[str]] = []
+
+    def interrupt() -> None:
+        emu.wait_for(lambda: bool(emu.requests_for("GET", "/v1/applications/slow/runs/")), timeout=5)  # polled once
+        seen.append(output_dirs(private_tempdir))
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    workers = set(nextpipe_threads())
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            SleepyFlow("sleepy", {}).run()
+        assert len(seen) == 1 and len(seen[0]) == 1  # the node's output directory existed while it polled
+        assert output_dirs(private_tempdir) == set()  # gone, although the worker still sleeps in the SDK's poll
+        (run,) = emu.runs_for("slow")
+        assert run.canceled
+    finally:
+        wait_for_no_nextpipe_threads(timeout=10, ignore=workers)
 
 
 @pytest.mark.parametrize(

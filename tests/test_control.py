@@ -176,6 +176,22 @@ def test_allow_failure_without_parentheses_and_below_step_are_refused() -> None:
         Below("bad", 1)
 
 
+@pytest.mark.parametrize(
+    ("decorator", "usage"),
+    [(retry, "@retry(attempts=3)"), (timeout, "@timeout(seconds=60)"), (concurrency, "@concurrency(limit=3)")],
+)
+def test_decorators_used_without_their_call_are_refused(decorator: Any, usage: str) -> None:
+    class Flow(FlowSpec):
+        @decorator
+        @step
+        def solve(data: int) -> int:
+            return data
+
+    with pytest.raises(FlowDefinitionError, match=r"^Step solve: ") as raised:
+        Flow("bad", 1)
+    assert f"is used without its call: write {usage}" in str(raised.value)
+
+
 def test_bad_app_concurrency_is_refused() -> None:
     with pytest.raises(ValueError, match=r"app_concurrency\['solver'\] must be a whole number of 1 or more, got 0"):
         Configuration(app_concurrency={"solver": 0})

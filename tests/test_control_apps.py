@@ -11,6 +11,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import nextmv
+import nextmv.local
 import pytest
 
 pytest.register_assert_rewrite("emulator_fixtures")  # before its import: it is also loaded as a pytest plugin
@@ -274,9 +276,8 @@ def test_tolerated_failed_app_runs_restore_the_original_behaviour(platform_env: 
 # ---------------------------------------------------------------------------- local apps
 
 
-@pytest.fixture
-def flaky_local_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the echo example app whose first run fails: it leaves a marker file and exits 1."""
+def local_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first_attempt: str) -> Path:
+    """A copy of the echo example app whose first run does ``first_attempt`` (Python lines) and leaves a marker."""
     monkeypatch.setenv("UV_NO_PROJECT", "1")
     monkeypatch.setenv("UV_OFFLINE", "1")
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
@@ -285,17 +286,19 @@ def flaky_local_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     marker = tmp_path / "first-attempt-done"
     main = app_dir / "main.py"
     main.write_text(
-        "import pathlib, sys\n"
+        "import pathlib, sys, time\n"
         f"_marker = pathlib.Path({str(marker)!r})\n"
         "if not _marker.exists():\n"
-        "    _marker.touch()\n"
-        "    print('first attempt: failing on purpose', file=sys.stderr)\n"
-        "    sys.exit(1)\n" + main.read_text()
+        "    _marker.touch()\n" + "".join(f"    {line}\n" for line in first_attempt.splitlines()) + main.read_text()
     )
     return app_dir
 
 
-def test_local_app_failing_on_its_first_attempt_is_retried(flaky_local_app: Path) -> None:
+def test_local_app_failing_on_its_first_attempt_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app_dir = local_app(
+        tmp_path, monkeypatch, "print('first attempt: failing on purpose', file=sys.stderr)\nsys.exit(1)"
+    )
+
     class Flow(FlowSpec):
         @retry(attempts=2, delay=0.0, retry_on=AppRunError)
         @app(app_id="flaky", polling_options=fast_polling(60))
@@ -303,10 +306,29 @@ def test_local_app_failing_on_its_first_attempt_is_retried(flaky_local_app: Path
         def solve() -> None:
             pass
 
-    flow = Flow("local", {"x": 5}, conf=Configuration(local_apps={"flaky": str(flaky_local_app)}))
+    flow = Flow("local", {"x": 5}, conf=Configuration(local_apps={"flaky": str(app_dir)}))
     flow.run()
     assert flow.get_result(flow.solve)["solution"] == {"x": 5}
     (node,) = flow.graph.get_step(flow.solve.step).nodes
     assert len(node.run_ids) == 2 and len(set(node.run_ids)) == 2
-    runs = {p.name for p in (flaky_local_app / ".nextmv" / "runs").iterdir()}
-    assert set(node.run_ids) <= runs
+    first = nextmv.local.Application(src=str(app_dir)).run_information(node.run_ids[0])
+    assert first.metadata.status_v2 == nextmv.StatusV2.failed
+
+
+def test_local_run_at_its_limit_is_stopped_and_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app_dir = local_app(tmp_path, monkeypatch, "time.sleep(120)")
+
+    class Flow(FlowSpec):
+        @retry(attempts=2, delay=0.0, retry_on=StepTimeoutError)
+        @timeout(seconds=8)  # a normal local run takes a second or two, more on a busy machine
+        @app(app_id="flaky", polling_options=fast_polling(60))
+        @step
+        def solve() -> None:
+            pass
+
+    flow = Flow("local-timeout", {"x": 6}, conf=Configuration(local_apps={"flaky": str(app_dir)}))
+    flow.run()
+    assert flow.get_result(flow.solve)["solution"] == {"x": 6}
+    (node,) = flow.graph.get_step(flow.solve.step).nodes
+    first = nextmv.local.Application(src=str(app_dir)).run_information(node.run_ids[0])
+    assert first.metadata.status_v2 == nextmv.StatusV2.canceled

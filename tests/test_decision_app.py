@@ -103,7 +103,8 @@ def test_decision_app_runs_like_on_the_platform(emu: PlatformEmulator, tmp_path:
     assert nodes["decide_0"]["predecessor_ids"] == ["solve_0"]
     assert nodes["solve_0"]["predecessor_ids"] == ["prepare_0"]
 
-    assert f"[solve_0] Started run {run.run_id} of app echo" in done.stderr
+    console = f"https://cloud.nextmv.io/app/echo/run/{run.run_id}?view=details"
+    assert f"[nextpipe] Started app step solve_0 run, find it at {console}\n" in done.stderr
     assert "[decide_0] 3 orders, largest:" in done.stderr
     assert API_KEY not in done.stdout and API_KEY not in done.stderr
     assert all(r.status in (200, 204) for r in emu.requests), [(r.method, r.path, r.status) for r in emu.requests]

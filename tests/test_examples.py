@@ -121,7 +121,7 @@ def test_ensemble_picks_the_best_solution_and_reports_every_solver(examples: Exa
     assert best["run_id"] == solvers[best["solver"]]["run_id"]
     stderr = examples.outcome("ensemble").stderr
     for node in ("solve_greedy_0", "solve_greedy_1", "solve_greedy_2", "solve_mip_0", "solve_dp_0"):
-        assert f"[{node}] Started run local-" in stderr
+        assert f"[nextpipe] Started app step {node} run, find it at " in stderr
 
 
 def test_chain_enhances_the_echoed_input(examples: Examples) -> None:
@@ -183,5 +183,5 @@ def test_ensemble_rejects_an_invalid_instance(tmp_path: Path) -> None:
     )
     assert process.returncode != 0
     assert "RuntimeError: Flow failed: Step prepare failed: items must be a non-empty list" in process.stderr
-    assert "Started run" not in process.stderr
+    assert "Started app step" not in process.stderr
     assert process.stdout == ""

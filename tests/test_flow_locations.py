@@ -154,6 +154,7 @@ def main():
         "triple": flow.get_result(flow.triple),
         "total": flow.get_result(flow.total),
         "steps": [s.definition.get_id() for s in flow.graph.steps],
+        "definitions": [s.step_function and s.step_function.name for s in flow.graph.steps],
         "client_created": flow._client is not None,
     }))
 
@@ -181,6 +182,7 @@ def test_flow_in_main_script(tmp_path):
         "triple": [3, 6, 9],
         "total": 18,
         "steps": ["prepare", "fan", "triple", "total"],
+        "definitions": ["prepare", "fan", "triple", "total"],
         "client_created": False,
     }
     assert "Traceback" not in done.stderr
@@ -200,6 +202,7 @@ def test_flow_in_main_without_source_file(tmp_path):
     assert done.returncode == 0, done.stderr
     assert _result_line(done.stdout)["total"] == 18
     assert _result_line(done.stdout)["steps"] == ["prepare", "fan", "triple", "total"]
+    assert _result_line(done.stdout)["definitions"] == [None, None, None, None]
 
 
 def test_failing_flow_in_main_script_exits_with_one_error(tmp_path):

@@ -20,6 +20,7 @@ import nextmv.local
 import pytest
 
 from nextpipe import AppOption, AppRunConfig, Configuration, FlowSpec, app, needs, step
+from nextpipe.errors import AppRunError
 from nextpipe.flow import STATUS_FAILED, STATUS_SUCCEEDED, FlowDefinitionError, FlowNode
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -182,8 +183,11 @@ def test_run_result_chaining_live_logs_and_uplink(
     first_id, second_id = node_of(flow, flow.first).run_id, node_of(flow, flow.second).run_id
     assert first_id == first.id and second_id.startswith("local-") and second_id != first_id
     err = capfd.readouterr().err
-    assert f"[first_0] Started run {first_id} of app echo" in err
-    assert f"[second_0] Started run {second_id} of app echo" in err
+    runs = workspace / "apps" / "echo" / ".nextmv" / "runs"
+    assert f"[nextpipe] Started app step first_0 run, find it at {runs / first_id}\n" in err
+    assert f"[nextpipe] Started app step second_0 run, find it at {runs / second_id}\n" in err
+    assert "[nextpipe] Emitting live logs for app step first_0 ...\n" in err
+    assert "Emitting live logs for app step second_0" not in err
     assert "[first_0] echo [first]: " in err  # the app's own log line, relayed with the node id
     assert "echo [second]" not in err  # no live logs asked for the second step
 
@@ -212,12 +216,21 @@ class FailingScaleFlow(FlowSpec):
         return "never"
 
 
-def test_failing_local_run_fails_the_flow(workspace: Path) -> None:
+@pytest.mark.parametrize("live_logs", [False, True])
+def test_failing_local_run_fails_the_flow(
+    live_logs: bool, workspace: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(FailingScaleFlow.scale.step.app, "emit_live_logs", live_logs)
     flow = FailingScaleFlow(
         "failing", {"values": [1, 2]}, conf=Configuration(local_apps={"scale": str(workspace / "apps" / "scale")})
     )
     with pytest.raises(RuntimeError, match=r"^Flow failed: Step scale failed: ") as raised:
         flow.run()
+    err = capfd.readouterr().err
+    assert err.count("KeyError: 'numbers'") == 1  # in the relayed logs, else in the error: never twice
+    assert f"(logs: {workspace / 'apps' / 'scale' / '.nextmv' / 'runs' / node_of(flow, flow.scale).run_id}/logs)" in err
+    error = raised.value.__cause__
+    assert isinstance(error, AppRunError) and (error.app_id, error.status) == ("scale", "failed")
     node = node_of(flow, flow.scale)
     assert node.status == STATUS_FAILED and node.run_id.startswith("local-")
     message = str(raised.value)

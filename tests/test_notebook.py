@@ -55,6 +55,8 @@ print("RESULT " + json.dumps({
     "square": flow.get_result(flow.square),
     "total": flow.get_result(flow.total),
     "steps": [s.definition.get_id() for s in flow.graph.steps],
+    "definitions": [s.step_function.name for s in flow.graph.steps],
+    "docstring": flow.graph.steps[0].docstring,
     "client_created": flow._client is not None,
 }))
 """
@@ -75,6 +77,7 @@ class NotebookFlow(FlowSpec):
 flow2 = NotebookFlow("redefined", 1)
 flow2.run()
 print("REDEFINED " + json.dumps({"steps": [s.definition.get_id() for s in flow2.graph.steps],
+                                 "docs": [s.step_function.body[0].value.value for s in flow2.graph.steps],
                                  "only": flow2.get_result(flow2.only)}))
 '''
 
@@ -162,6 +165,9 @@ def test_flow_declared_in_one_cell_runs_from_another(executed_notebook):
         "square": [36, 49, 64],
         "total": 149,
         "steps": ["prepare", "fan", "square", "total"],
+        # The cell's source is found (IPython registers cells in linecache): the parsed definitions too.
+        "definitions": ["prepare", "fan", "square", "total"],
+        "docstring": "Double the input.",
         "client_created": False,
     }
 
@@ -185,7 +191,11 @@ def test_magic_cell(executed_notebook):
 
 def test_redefined_class_uses_newest_definition(executed_notebook):
     cell = executed_notebook.cells[4]
-    assert json.loads(_line_after(_outputs(cell, "stdout"), "REDEFINED ")) == {"steps": ["only"], "only": 101}
+    assert json.loads(_line_after(_outputs(cell, "stdout"), "REDEFINED ")) == {
+        "steps": ["only"],
+        "docs": ["The redefined flow has one step."],
+        "only": 101,
+    }
 
 
 def test_failing_flow_in_notebook(executed_notebook):

@@ -1,10 +1,11 @@
 """
 App steps: running a Nextmv application for a node.
 
-``run.py`` holds what every backend shares (the run request, polling, the
-result); ``cloud.py`` and ``local.py`` are the backends. This package's own
-module stays free of SDK imports, so that checking a flow's local app mapping
-costs nothing.
+``run.py`` holds what every backend shares (the run request, creating a run,
+fetching its result, stopping it, the node's result); ``cloud.py`` and
+``local.py`` are the backends, and ``local_executor.py`` is the process a local
+run executes in. This package's own module stays free of SDK imports, so that
+checking a flow's local app mapping costs nothing.
 """
 
 from __future__ import annotations

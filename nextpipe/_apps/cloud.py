@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from typing import Any
 
+import nextmv
+
 from ..utils import log
+
+INITIAL_DELAY_SPREAD = 5.0
+"""Seconds over which the first polls of runs with the SDK's default polling options are spread (as the original)."""
 
 
 class CloudApp:
@@ -21,8 +28,6 @@ class CloudApp:
         The instance to run; empty for the application's default.
     """
 
-    where = "Nextmv Cloud"
-
     def __init__(self, flow_spec: Any, app_id: str, instance_id: str):
         from nextmv import cloud
 
@@ -34,6 +39,7 @@ class CloudApp:
                 f"Map it to a local app directory with Configuration(local_apps={{{app_id!r}: 'path/to/app'}}) "
                 f"or NEXTPIPE_LOCAL_APPS='{app_id}=path/to/app', or set NEXTMV_API_KEY to run it on Nextmv Cloud."
             ) from error
+        self.app_id = app_id
         self.client = client
         self.sdk_app = cloud.Application(client=client, id=app_id)
         if instance_id:
@@ -42,6 +48,30 @@ class CloudApp:
     def new_run(self, **request: Any) -> str:
         """Start a run; ``request`` holds the keyword arguments of the SDK's ``new_run``."""
         return self.sdk_app.new_run(**request)
+
+    def run_result_with_polling(self, run_id: str, polling: nextmv.PollingOptions, output_dir: str) -> nextmv.RunResult:
+        """
+        Poll for the run's result (the SDK's ``run_result_with_polling``).
+
+        Raises
+        ------
+        AttributeError
+            When the polling ``stop`` callback returned True (the SDK's way to say it stopped).
+        """
+        return self.sdk_app.run_result_with_polling(run_id=run_id, polling_options=polling, output_dir_path=output_dir)
+
+    def run_logs_with_polling(
+        self, run_id: str, polling: nextmv.PollingOptions, log_func: Callable[[Any], None]
+    ) -> None:
+        """Relay the run's log entries as they come (the SDK's ``run_logs_with_polling``)."""
+        self.sdk_app.run_logs_with_polling(run_id=run_id, polling_options=polling, log_func=log_func)
+
+    @staticmethod
+    def default_polling_options() -> nextmv.PollingOptions:
+        """The SDK's defaults, with a random first delay that spreads the load of many runs on the platform."""
+        polling = nextmv.default_polling_options()
+        polling.initial_delay = random.uniform(0, INITIAL_DELAY_SPREAD)
+        return polling
 
     def run_url(self, run_id: str) -> str:
         """The run's page in the Nextmv console."""
@@ -55,7 +85,7 @@ class CloudApp:
         except Exception as error:
             log(f"Could not cancel run {run_id} of app {self.sdk_app.id}: {error}")
 
-    def failure_details(self, run_id: str) -> str:
+    def failure_details(self, run_id: str, logs_shown: bool = False) -> str:
         """Nothing to add: the platform's error text says why a cloud run failed."""
         return ""
 

@@ -1,13 +1,72 @@
-"""App runs on this machine, through ``nextmv.local.Application``: no account and no network needed."""
+"""
+App runs on this machine, through ``nextmv.local.Application``: no account and no network needed.
+
+A local run behaves as the same run on Nextmv Cloud: inputs are sent as the cloud path sends them, every
+output file comes back, the result's metadata names the app. The SDK starts each run's executor detached, in
+a new session, and keeps no handle on it; for the runs it creates, nextpipe starts its own executor
+(``local_executor.py``) in its place and keeps the process, so that a run can be stopped (its whole process
+group ends and its state reads ``canceled``) and an executor that dies is noticed instead of polled forever.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
+import nextmv
+from nextmv import local
+from nextmv._serialization import deflated_serialize_json
+from nextmv.local import runner
+from nextmv.local.local import NEXTMV_DIR, RUNS_KEY
+
 from ..utils import log
+from .local_executor import FINAL_STATES, record_end
 
 FAILURE_LOG_LINES = 10
 """How many of its last log lines a failed local run's error shows."""
+
+_SDK_EXECUTOR = os.path.join(os.path.dirname(runner.__file__), "executor.py")
+_EXECUTOR = os.path.join(os.path.dirname(__file__), "local_executor.py")
+STOP_GRACE = 2.0
+"""Seconds a stopped run's processes get to end on SIGTERM before they are killed."""
+TORN_READ_RETRIES = 20
+"""How often a read of a run's state is tried in all: the executor rewrites the file in place."""
+_started = threading.local()  # in a thread creating a run for nextpipe: ``waiting``, then the executor ``process``
+
+
+class _Subprocess:
+    """
+    Stands in for ``subprocess`` in ``nextmv.local.runner``: for a run nextpipe creates, it starts nextpipe's
+    executor and keeps its process; other runs (a program's own use of the SDK) start as the SDK starts them.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def Popen(args: list[str], **options: Any) -> subprocess.Popen:  # noqa: N802 (the name the SDK calls)
+        ours = getattr(_started, "waiting", False) and args[-1] == _SDK_EXECUTOR
+        process = subprocess.Popen([*args[:-1], _EXECUTOR] if ours else args, **options)
+        if ours:
+            _started.process = process
+        return process
+
+
+runner.subprocess = _Subprocess()
+
+
+def _local_polling_interval() -> Callable[[], float]:
+    """Poll every 20 ms at first, then at most 5 % of the run's age later (at most every second)."""
+    started = time.monotonic()
+    return lambda: min(1.0, max(0.02, 0.05 * (time.monotonic() - started)))
 
 
 class LocalApp:
@@ -17,42 +76,135 @@ class LocalApp:
     Parameters
     ----------
     app_id : str
-        The id the flow uses for the application.
+        The id the flow uses for the application; its runs' metadata name it.
     src : str
         The application's directory (holding ``app.yaml``).
     instance_id : str
         Ignored: local apps have no instances.
     """
 
-    where = "this machine"
-
     def __init__(self, app_id: str, src: str, instance_id: str = ""):
-        from nextmv import local
-
         self.app_id = app_id
         self.src = src
-        self.sdk_app = local.Application(src=src)
+        self.sdk_app = local.Application(src=src, app_id=app_id)
+        self._executors: dict[str, subprocess.Popen] = {}
+        self._stopping = threading.Lock()  # a cancel and a poll noticing the ended executor record one end
         if instance_id:
             log(f"Instance {instance_id!r} is ignored: app {app_id} runs locally from {src}.")
 
     def new_run(self, **request: Any) -> str:
-        """Start a run; ``request`` holds the keyword arguments of the SDK's ``new_run``."""
-        return self.sdk_app.new_run(**request)
+        """
+        Start a run; ``request`` holds the keyword arguments of the SDK's ``new_run``.
+
+        The input is first made what the cloud path would send: a JSON object is serialised by the SDK's
+        encoder (dates become ISO 8601 text), and text (also a ``nextmv.Input`` holding text) is handed to the
+        app unchanged, whatever the app's format, so that a JSON document held in a ``str`` reaches a JSON app.
+        """
+        value = request.get("input")
+        if isinstance(value, nextmv.Input) and value.input_format in ("json", "text"):
+            value = value.data
+        if isinstance(value, dict):
+            request["input"] = json.loads(deflated_serialize_json(value))
+        elif isinstance(value, str):
+            request["input"] = value
+            request["configuration"] = _text_configuration(request.get("configuration"))
+        _started.waiting, _started.process = True, None
+        try:
+            run_id = self.sdk_app.new_run(**request)
+        finally:
+            _started.waiting = False
+        if _started.process is None:
+            raise RuntimeError(f"this nextmv version ({nextmv.__version__}) starts local runs in an unknown way")
+        self._executors[run_id] = _started.process
+        return run_id
 
     def run_url(self, run_id: str) -> str:
         """Where the run's files are."""
-        return f"{self.src}/.nextmv/runs/{run_id}"
+        return os.path.join(self.src, NEXTMV_DIR, RUNS_KEY, run_id)
+
+    def run_result_with_polling(self, run_id: str, polling: nextmv.PollingOptions, output_dir: str) -> nextmv.RunResult:
+        """
+        Poll for the run's result (the SDK's ``run_result_with_polling``).
+
+        Polling also stops when the run's executor ended: a run it left unfinished is recorded as failed.
+        A poll that read the state half-written is tried again.
+
+        Raises
+        ------
+        AttributeError
+            When the polling ``stop`` callback returned True (the SDK's way to say it stopped).
+        """
+        executor = self._executors[run_id]
+        stop = polling.stop or (lambda: False)
+        polling.stop = lambda: stop() or executor.poll() is not None
+        for attempt in range(TORN_READ_RETRIES):
+            try:
+                result = self.sdk_app.run_result_with_polling(
+                    run_id=run_id, polling_options=polling, output_dir_path=output_dir
+                )
+                break
+            except json.JSONDecodeError:
+                if attempt == TORN_READ_RETRIES - 1:
+                    raise
+                polling.initial_delay = 0.01
+            except AttributeError:  # the SDK's poll gave None: a stop
+                if stop():
+                    raise
+                # The executor ended; it records the run's final state before it does.
+                with self._stopping:
+                    state = self._state(run_id)
+                    if state is None or state["metadata"]["status_v2"] not in FINAL_STATES:
+                        _end_processes(executor)  # the app may outlive a killed executor
+                        code = executor.returncode
+                        error = f"its executor process ended (exit code {code}) unfinished"
+                        record_end(self._state_file(run_id), "failed", error)
+                result = self.sdk_app.run_result(run_id, output_dir_path=output_dir)
+                break
+        result.console_url = self.run_url(run_id)
+        return result
+
+    def run_logs_with_polling(
+        self, run_id: str, polling: nextmv.PollingOptions, log_func: Callable[[str], None]
+    ) -> None:
+        """Relay the run's log lines as they come (the SDK's ``run_logs_with_polling``), each line once."""
+        relayed = 0  # lines relayed so far: a poll tried again starts from the first line
+        for attempt in range(TORN_READ_RETRIES):
+            seen = 0
+
+            def relay(line: str) -> None:
+                nonlocal relayed, seen
+                seen += 1
+                if seen > relayed:
+                    relayed = seen
+                    log_func(line)
+
+            try:
+                self.sdk_app.run_logs_with_polling(run_id=run_id, polling_options=polling, log_func=relay)
+                return
+            except json.JSONDecodeError:  # a poll read the run's state half-written
+                if attempt == TORN_READ_RETRIES - 1:
+                    raise
+                polling.initial_delay = 0.01
 
     def cancel(self, run_id: str) -> None:
-        """The SDK cannot stop a local run: polling stops and the run is left to finish on its own."""
-        log(f"Stopped waiting for local run {run_id} of app {self.app_id}.")
+        """End the run's processes (the executor, ``uv`` and the app) and record the run as canceled."""
+        with self._stopping:
+            before = self._state(run_id)
+            _end_processes(self._executors[run_id])
+            record_end(self._state_file(run_id), "canceled", "", before)
+        log(f"Canceled local run {run_id} of app {self.app_id}.")
 
-    def failure_details(self, run_id: str) -> str:
-        """The end of a failed local run's logs (the SDK's error text is generic) and where to read them all."""
-        try:
-            lines = self.sdk_app.run_logs(run_id).rstrip().splitlines()[-FAILURE_LOG_LINES:]
-        except Exception:  # the logs are a help for the reader, never a second failure
-            lines = []
+    def failure_details(self, run_id: str, logs_shown: bool = False) -> str:
+        """
+        Where to read a failed local run's logs, after their last lines unless ``logs_shown`` (the SDK's error
+        text is generic: "Run failed, please check logs for details.").
+        """
+        lines = []
+        if not logs_shown:
+            try:
+                lines = self.sdk_app.run_logs(run_id).rstrip().splitlines()[-FAILURE_LOG_LINES:]
+            except Exception:  # the logs are a help for the reader, never a second failure
+                pass
         tail = "".join(f"\n  {line}" for line in lines)
         return f"{tail}\n(logs: {self.run_url(run_id)}/logs)"
 
@@ -60,3 +212,51 @@ class LocalApp:
     def log_text(entry: Any) -> str:
         """The text of one live log line."""
         return str(entry).rstrip("\n")
+
+    @staticmethod
+    def default_polling_options() -> nextmv.PollingOptions:
+        """Tight polling from the start (a local run has no platform to spare), slower as the run gets older."""
+        return nextmv.PollingOptions(
+            initial_delay=0, backoff=0, jitter=0, sleep_duration_func=_local_polling_interval()
+        )
+
+    def _state_file(self, run_id: str) -> str:
+        return os.path.join(self.run_url(run_id), f"{run_id}.json")
+
+    def _state(self, run_id: str) -> dict[str, Any] | None:
+        """The run's recorded information, or None when it cannot be read whole."""
+        for attempt in range(TORN_READ_RETRIES):
+            try:
+                with open(self._state_file(run_id), encoding="utf-8") as file:
+                    return json.load(file)
+            except json.JSONDecodeError:
+                if attempt < TORN_READ_RETRIES - 1:
+                    time.sleep(0.01)
+            except OSError:
+                return None
+        return None
+
+
+def _text_configuration(configuration: Any) -> nextmv.RunConfiguration:
+    """The run configuration with which the local executor hands text to the app unchanged."""
+    if isinstance(configuration, dict):
+        configuration = nextmv.RunConfiguration.from_dict(configuration)
+    configuration = copy.deepcopy(configuration) if configuration is not None else nextmv.RunConfiguration()
+    if configuration.format is None:
+        configuration.resolve(input="")  # text in, JSON out
+    configuration.format.format_input.input_type = nextmv.InputFormat.TEXT
+    return configuration
+
+
+def _end_processes(executor: subprocess.Popen) -> None:
+    """End the process group of a run's executor: the SDK starts it in a session of its own, with uv and the app."""
+    if not hasattr(os, "killpg"):
+        executor.kill()
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(executor.pid, signal.SIGTERM)
+        try:
+            executor.wait(STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            os.killpg(executor.pid, signal.SIGKILL)
+            executor.wait()
