@@ -1,3 +1,3 @@
 """Version of the nextpipe package."""
 
-__version__ = "v0.1.0"
+__version__ = "v0.8.0"

@@ -3,16 +3,17 @@ The ``nextpipe`` command.
 
 ``nextpipe graph FILE.py[:ClassName]`` prints the graph of a flow without
 running it: the file is imported as a module (its ``if __name__ == "__main__":``
-block does not run), the flow class is found in it and its graph is built,
-exactly as constructing the flow would build it.
+block does not run, and a module-level ``flow.run()`` ends the import instead
+of running the flow, see :func:`load_module`), the flow class is found in it
+and its graph is built, exactly as constructing the flow would build it.
 
 Formats (``--format``): ``mermaid`` (default), the Mermaid text that the flow
 logs; ``dot``, Graphviz DOT; ``url``, the mermaid.ink link that renders the
 Mermaid text; ``svg``, a picture rendered offline by Graphviz's ``dot`` program.
 
 Exit codes: 0 on success, 2 when the file cannot be imported, holds no flow
-(or several and none was named), its graph cannot be built, or ``dot`` is
-missing; 1 when ``dot`` fails.
+(or several and none was named), its graph cannot be built, ``dot`` is
+missing, or the ``--output`` file cannot be written; 1 when ``dot`` fails.
 """
 
 from __future__ import annotations
@@ -89,12 +90,28 @@ def split_target(target: str) -> tuple[str, str | None]:
     return target, None
 
 
+class _FlowRunReached(BaseException):
+    """Stops importing a file at its first ``flow.run()``: a BaseException, so that ``except Exception`` lets it by."""
+
+
+def _stop_at_run(self: FlowSpec, *args: object, **kwargs: object) -> None:
+    raise _FlowRunReached
+
+
 def load_module(path: str) -> ModuleType:
     """
-    Import a Python file as a module, without running its ``__main__`` block.
+    Import a Python file as a module, without running a flow or its ``__main__`` block.
 
-    The file's directory comes first on ``sys.path`` while it is imported, as
-    when the file is run as a script, so that it can import its neighbours.
+    The file runs as a module named other than ``__main__``, so its
+    ``if __name__ == "__main__":`` block does not run. While it is imported,
+    ``FlowSpec.run`` stops the import instead of running the flow: a script
+    that builds and runs its flow at module level (``flow.run()`` after the
+    class) stops there, with its flow classes defined, and what follows (which
+    needs the flow's results) does not run. Standard input reads as empty,
+    and what the file prints is held back (shown only when the import fails),
+    so that the command's output is the graph alone. The file's directory
+    comes first on ``sys.path``, as when the file is run as a script, so that
+    it can import its neighbours.
 
     Parameters
     ----------
@@ -119,16 +136,23 @@ def load_module(path: str) -> ModuleType:
         raise CommandError(f"{shown}: cannot be imported as a Python module.")
     module = importlib.util.module_from_spec(spec)
     sys.modules[_MODULE_NAME] = module
-    sys.path.insert(0, os.path.dirname(path))
+    folder, printed, stdin, run = os.path.dirname(path), io.StringIO(), sys.stdin, FlowSpec.run
+    sys.path.insert(0, folder)
+    sys.stdin, FlowSpec.run = io.StringIO(), _stop_at_run  # type: ignore[method-assign]
     try:
-        spec.loader.exec_module(module)
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+            spec.loader.exec_module(module)
+    except _FlowRunReached:
+        pass  # the flow classes are defined: the rest of the file would use the results of the run
     except KeyboardInterrupt:
         raise
     except BaseException as error:  # SystemExit too: a file that exits on import holds no usable flow
         sys.modules.pop(_MODULE_NAME, None)
+        sys.stderr.write(printed.getvalue())
         raise CommandError(f"cannot import {shown}{_failure_location(error, path)}: {_describe(error)}") from error
     finally:
-        sys.path.remove(os.path.dirname(path))
+        sys.stdin, FlowSpec.run = stdin, run  # type: ignore[method-assign]
+        sys.path.remove(folder)
     return module
 
 
@@ -412,9 +436,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as error:
         print(f"nextpipe: error: {error}", file=sys.stderr)
         return error.exit_code
-    if arguments.output:
+    if not arguments.output:
+        sys.stdout.write(text)
+        return 0
+    try:
         with open(arguments.output, "w", encoding="utf-8") as file:
             file.write(text)
-    else:
-        sys.stdout.write(text)
+    except OSError as error:
+        print(f"nextpipe: error: cannot write {arguments.output}: {error.strerror or error}.", file=sys.stderr)
+        return 2
     return 0

@@ -1,10 +1,9 @@
 """Configuration of a flow's execution."""
 
-from __future__ import annotations
-
+import os
 from dataclasses import dataclass
 
-from ._dataclass_json import DataClassJsonMixin
+from dataclasses_json import DataClassJsonMixin
 
 
 @dataclass
@@ -23,7 +22,8 @@ class Configuration(DataClassJsonMixin):
         Maps app ids to local app directories (holding an ``app.yaml``). App
         steps of a mapped app run on this machine through ``nextmv.local``
         instead of Nextmv Cloud. Completes the ``NEXTPIPE_LOCAL_APPS``
-        environment variable and wins over it for an id in both.
+        environment variable and wins over it for an id in both. Directories
+        given as ``pathlib.Path`` are kept as strings.
     app_concurrency : dict of str to int, optional
         Most runs of an application that the flow's nodes have in progress at
         once, by app id (an account's parallel-run quota), shared by every
@@ -39,6 +39,9 @@ class Configuration(DataClassJsonMixin):
     ValueError
         When ``thread_count`` is negative, ``max_step_inputs`` is below 1, or an
         ``app_concurrency`` limit is not a whole number of 1 or more.
+    TypeError
+        When ``local_apps`` is not a dict of app ids to directory paths, or
+        ``app_concurrency`` not a dict.
     """
 
     thread_count: int = 0
@@ -60,6 +63,22 @@ class Configuration(DataClassJsonMixin):
         ):
             raise ValueError(
                 f"Configuration.max_step_inputs must be a whole number of 1 or more, got {self.max_step_inputs!r}."
+            )
+        local_apps = self.local_apps
+        if local_apps is not None and (
+            not isinstance(local_apps, dict)
+            or not all(isinstance(k, str) and isinstance(v, str | os.PathLike) for k, v in local_apps.items())
+        ):
+            raise TypeError(
+                "Configuration.local_apps must be a dict of app ids to local app directories, "
+                f'e.g. {{"echo": "apps/echo"}}, got {type(local_apps).__name__} {local_apps!r}.'
+            )
+        if local_apps is not None:
+            self.local_apps = {app_id: os.fspath(directory) for app_id, directory in local_apps.items()}
+        if self.app_concurrency is not None and not isinstance(self.app_concurrency, dict):
+            raise TypeError(
+                'Configuration.app_concurrency must be a dict of app ids to limits, e.g. {"routing": 4}, '
+                f"got {type(self.app_concurrency).__name__} {self.app_concurrency!r}."
             )
         for app_id, limit in (self.app_concurrency or {}).items():
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:

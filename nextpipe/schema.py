@@ -1,14 +1,28 @@
 """Inputs of app steps: per-run options, names and configurations."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._dataclass_json import DataClassJsonMixin
+from dataclasses_json import DataClassJsonMixin, config
+from marshmallow import fields
 
 if TYPE_CHECKING:
     import nextmv
+else:
+
+    class _LazyNextmv:
+        """Stands for the ``nextmv`` module in annotations until dataclasses-json resolves them.
+
+        dataclasses-json evaluates the field annotations (``nextmv.RunConfiguration | None``) when it decodes or
+        builds a schema; importing ``nextmv`` only then keeps ``import nextpipe`` from importing it.
+        """
+
+        def __getattr__(self, name: str) -> Any:
+            import nextmv
+
+            return getattr(nextmv, name)
+
+    nextmv = _LazyNextmv()
 
 
 @dataclass
@@ -25,7 +39,7 @@ class AppOption(DataClassJsonMixin):
     """
 
     name: str
-    value: Any
+    value: Any = field(metadata=config(mm_field=fields.Raw(required=True, allow_none=True)))
 
 
 def _decode_options(value: Any) -> Any:
@@ -36,10 +50,17 @@ def _decode_options(value: Any) -> Any:
 
 def _decode_run_configuration(value: Any) -> Any:
     if isinstance(value, dict):
-        import nextmv
-
         return nextmv.RunConfiguration.from_dict(value)
     return value
+
+
+def _encode_run_configuration(value: Any) -> Any:
+    return value.to_dict() if hasattr(value, "to_dict") else value
+
+
+def _schema_field(name: str) -> fields.Field:
+    """The marshmallow field of ``schema()`` for a field that ``to_dict`` encodes and ``from_dict`` decodes itself."""
+    return fields.Function(lambda obj: obj.to_dict()[name], lambda value: value, allow_none=True)
 
 
 @dataclass
@@ -64,16 +85,43 @@ class AppRunConfig(DataClassJsonMixin):
         Replaces the decorator's run configuration as a whole.
     instance_id : str, optional
         Replaces the decorator's instance id.
+
+    Raises
+    ------
+    TypeError
+        When ``options`` is neither a list of :class:`AppOption` nor a dict with string keys.
     """
 
-    input: Any = None
-    options: list[AppOption] | dict[str, Any] = field(default_factory=list)
+    input: Any = field(default=None, metadata=config(mm_field=_schema_field("input")))
+    options: list[AppOption] | dict[str, Any] = field(
+        default_factory=list, metadata=config(decoder=_decode_options, mm_field=_schema_field("options"))
+    )
     name: str | None = None
     description: str | None = None
-    run_configuration: nextmv.RunConfiguration | None = None
+    # A string annotation: evaluating it would import nextmv with nextpipe.
+    run_configuration: "nextmv.RunConfiguration | None" = field(
+        default=None,
+        metadata=config(
+            encoder=_encode_run_configuration,
+            decoder=_decode_run_configuration,
+            mm_field=_schema_field("run_configuration"),
+        ),
+    )
     instance_id: str | None = None
 
-    _field_decoders = {"options": _decode_options, "run_configuration": _decode_run_configuration}
+    def __post_init__(self) -> None:
+        options = self.options
+        if isinstance(options, dict):
+            bad = [key for key in options if not isinstance(key, str)]
+        elif isinstance(options, list):
+            bad = [option for option in options if not isinstance(option, AppOption)]
+        else:
+            bad = [options]
+        if bad:
+            raise TypeError(
+                "AppRunConfig.options must be a list of AppOption(name, value) or a dict of option names to "
+                f"values, got {type(options).__name__} {options!r} ({bad[0]!r} does not fit)."
+            )
 
     def get_options(self) -> dict[str, str]:
         """

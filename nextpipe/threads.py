@@ -18,6 +18,9 @@ from .utils import THREAD_NAME_PREFIX
 DEFAULT_MAX_THREADS = 24
 """Number of worker threads of a pool created with ``max_threads <= 0``."""
 
+thread_local = threading.local()
+"""Storage private to each thread (a ``threading.local()``), kept for scripts written for the original."""
+
 
 class Job:
     """

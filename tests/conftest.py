@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -20,3 +21,22 @@ def offline_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in _PLATFORM_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", _HOME)
+
+
+REQUIRE_PROGRAMS_VARIABLE = "NEXTPIPE_REQUIRE_PROGRAMS"
+"""Set to 1 (``.ci/run`` does) to make a test whose system program is missing fail instead of skip."""
+
+
+def require_program(name: str, purpose: str) -> str:
+    """
+    The path of a system program a test needs; skip the test, with the reason shown, when it is missing.
+
+    With ``NEXTPIPE_REQUIRE_PROGRAMS=1`` (set by ``.ci/run``) a missing program fails the test instead.
+    """
+    path = shutil.which(name)
+    if path is None:
+        message = f"{purpose} needs the '{name}' program, which is not on PATH"
+        if os.environ.get(REQUIRE_PROGRAMS_VARIABLE) == "1":
+            pytest.fail(f"{message} (mandatory: {REQUIRE_PROGRAMS_VARIABLE}=1)")
+        pytest.skip(message)
+    return path

@@ -8,6 +8,9 @@ because it has no ``__init__.py``) and import the plain helpers directly.
 from __future__ import annotations
 
 import datetime
+import pathlib
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +19,7 @@ from typing import Any
 import nextmv
 import nextmv.cloud
 import pytest
+from conftest import require_program
 from platform_emulator import PlatformEmulator
 
 import nextpipe.uplink
@@ -39,6 +43,35 @@ def fast_polling(max_duration: float = 10) -> nextmv.PollingOptions:
 def emu() -> Iterator[PlatformEmulator]:
     """A running emulator that requires :data:`API_KEY`."""
     with PlatformEmulator(api_key=API_KEY) as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="session")
+def tls_certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, pathlib.Path]:
+    """A self-signed certificate for ``127.0.0.1`` and its key (made once per session with ``openssl``)."""
+    openssl = require_program("openssl", "making the test TLS certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    certificate, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        + ["-keyout", str(key), "-out", str(certificate), "-days", "2", "-subj", "/CN=127.0.0.1"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )
+    return certificate, key
+
+
+@pytest.fixture
+def tls_emu(
+    tls_certificate: tuple[pathlib.Path, pathlib.Path], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[PlatformEmulator]:
+    """A running emulator speaking HTTPS (``emu.url`` is ``https://...``), trusted through ``REQUESTS_CA_BUNDLE``."""
+    certificate, key = tls_certificate
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificate, key)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certificate))
+    with PlatformEmulator(api_key=API_KEY, tls=context) as emulator:
         yield emulator
 
 

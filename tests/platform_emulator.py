@@ -39,6 +39,8 @@ import io
 import json
 import math
 import re
+import socket
+import ssl
 import tarfile
 import threading
 import time
@@ -419,6 +421,20 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _RequestHandler)
         self.emulator = emulator
 
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, address = super().get_request()
+        if self.emulator.tls is not None:  # the handshake happens in the request's thread, not in the accept loop
+            connection = self.emulator.tls.wrap_socket(connection, server_side=True, do_handshake_on_connect=False)
+        return connection, address
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, ssl.SSLSocket):
+            try:
+                request.do_handshake()
+            except (ssl.SSLError, OSError):  # a client that gave up or does not trust the certificate
+                return
+        super().finish_request(request, client_address)
+
 
 class _RequestHandler(BaseHTTPRequestHandler):
     server: _Server
@@ -461,6 +477,10 @@ class PlatformEmulator:
         bearer token is accepted. Requests without one get ``401``.
     log_poll_hint : float
         ``next_available_in_seconds`` answered by the live-logs endpoint (the SDK sleeps that long between polls).
+    tls : ssl.SSLContext, optional
+        A server context with a certificate for ``127.0.0.1``: the emulator then speaks HTTPS (``url`` starts
+        with ``https://``), as the real platform does; the client must trust the certificate
+        (``REQUESTS_CA_BUNDLE``).
 
     Examples
     --------
@@ -469,8 +489,11 @@ class PlatformEmulator:
     ...     client = nextmv.cloud.Client(api_key="dummy", url=emu.url)
     """
 
-    def __init__(self, api_key: str | None = None, log_poll_hint: float = 0.02) -> None:
+    def __init__(
+        self, api_key: str | None = None, log_poll_hint: float = 0.02, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.api_key = api_key
+        self.tls = tls
         self.log_poll_hint = log_poll_hint
         self._lock = threading.RLock()
         self._port = 0
@@ -559,10 +582,10 @@ class PlatformEmulator:
 
     @property
     def url(self) -> str:
-        """Base URL for the SDK's ``Client(url=...)`` or ``NEXTMV_ENDPOINT``: ``http://127.0.0.1:PORT``."""
+        """Base URL for the SDK's ``Client(url=...)`` or ``NEXTMV_ENDPOINT``: ``http(s)://127.0.0.1:PORT``."""
         if self._port == 0:
             raise RuntimeError("the emulator was never started")
-        return f"http://127.0.0.1:{self._port}"
+        return f"{'https' if self.tls is not None else 'http'}://127.0.0.1:{self._port}"
 
     # ------------------------------------------------------------------ behaviour
 

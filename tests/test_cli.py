@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import require_program
 
 from nextpipe import __version__, cli
 from nextpipe.graph import mermaid_url
@@ -174,7 +174,7 @@ def test_dot_format(flows: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_svg_format_renders_with_graphviz(flows: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert shutil.which("dot"), "Graphviz's dot is needed for --format svg: apt-get install -y graphviz"
+    require_program("dot", "--format svg (Graphviz: apt-get install -y graphviz)")
     code, out, err = _run(capsys, "graph", "pipeline.py", "--format", "svg")
     assert (code, err) == (0, "")
     root = ElementTree.fromstring(out)
@@ -320,3 +320,72 @@ def test_console_script_without_dot_exits_2(flows: Path) -> None:
     assert completed.returncode == 2
     assert completed.stdout == ""
     assert "not on PATH" in completed.stderr and "apt-get install graphviz" in completed.stderr
+
+
+MODULE_LEVEL_RUN = """
+import pathlib
+import sys
+
+from nextpipe import FlowSpec, needs, step
+
+print("printed while importing")
+print("warned while importing", file=sys.stderr)
+typed = sys.stdin.read()
+
+
+class Squares(FlowSpec):
+    @step
+    def split(data: dict) -> list:
+        pathlib.Path("flow-ran").write_text("a step ran")
+        return data["numbers"]
+
+    @needs(predecessors=[split])
+    @step
+    def total(numbers: list) -> int:
+        return sum(numbers)
+
+
+flow = Squares("squares", {"numbers": [1, 2, 3]})
+try:
+    flow.run()
+except Exception:  # a script's own error handling does not catch the stop
+    pathlib.Path("flow-ran").write_text("run() raised an Exception")
+pathlib.Path("after-run").write_text("the lines after run() use its results: they must not run")
+print(flow.get_result(flow.total))
+"""
+
+
+def test_module_level_run_does_not_run_the_flow(flows: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (flows / "script.py").write_text(MODULE_LEVEL_RUN)
+    code, out, err = _run(capsys, "graph", "script.py")
+    assert (code, out, err) == (0, "graph LR\n  split(split)\n  split --> total\n  total(total)\n", "")
+    assert not (flows / "flow-ran").exists()
+    assert not (flows / "after-run").exists()
+    from nextpipe import FlowSpec
+
+    assert FlowSpec.run.__name__ == "run"  # restored after the import
+
+
+def test_module_level_run_in_a_subprocess_reads_no_stdin(flows: Path) -> None:
+    (flows / "script.py").write_text(MODULE_LEVEL_RUN)
+    completed = subprocess.run(
+        [_script(), "graph", "script.py", "-f", "dot"], input="not for the flow", capture_output=True, text=True
+    )
+    assert (completed.returncode, completed.stderr) == (0, "")
+    assert completed.stdout.startswith('digraph "Squares"')
+    assert not (flows / "flow-ran").exists()
+
+
+def test_prints_of_a_failing_import_are_shown(flows: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (flows / "bad.py").write_text("print('about to fail')\nraise ValueError('no configuration')\n")
+    code, out, err = _run(capsys, "graph", "bad.py")
+    assert (code, out) == (2, "")
+    assert err == "about to fail\nnextpipe: error: cannot import bad.py:2: ValueError: no configuration\n"
+
+
+@pytest.mark.parametrize("target", ["missing/graph.mmd", "."], ids=["missing-folder", "a-directory"])
+def test_unwritable_output_is_a_one_line_error(flows: Path, capsys: pytest.CaptureFixture[str], target: str) -> None:
+    code, out, err = _run(capsys, "graph", "pipeline.py", "-o", target)
+    assert (code, out) == (2, "")
+    assert err.startswith(f"nextpipe: error: cannot write {target}: ") and err.count("\n") == 1
+    assert "Traceback" not in err

@@ -228,14 +228,19 @@ def test_graph_document_after_run_has_node_parents_statuses_and_predecessors():
         assert set(node) == {"id", "parent_id", "predecessor_ids", "status"}
 
 
-def test_submit_update_rejects_anything_but_flow_update_dto():
-    inactive = UplinkClient(None, UplinkConfig())
+def test_active_submit_update_rejects_anything_but_flow_update_dto():
     active = UplinkClient(RecordingClient(), UplinkConfig(application_id="app", run_id="run"))
-    for client in (inactive, active):
-        for bad in ({"pipeline_graph": {}}, FlowDTO(), None, "update"):
-            with pytest.raises(ValueError):
-                client.submit_update(bad)
-    inactive.submit_update(FlowUpdateDTO(pipeline_graph=FlowDTO()))  # accepted (and dropped)
+    for bad in ({"pipeline_graph": {}}, FlowDTO(), None, "update"):
+        with pytest.raises(ValueError, match="Expected FlowUpdateDTO"):
+            active.submit_update(bad)
+    assert active.flow == {} and active.changed is False
+
+
+def test_inactive_submit_update_accepts_anything_and_drops_it():
+    inactive = UplinkClient(None, UplinkConfig())
+    for anything in ({"pipeline_graph": {}}, FlowDTO(), None, "update", FlowUpdateDTO(pipeline_graph=FlowDTO())):
+        inactive.submit_update(anything)
+    assert inactive.flow == {} and inactive.changed is False
 
 
 def test_uplink_config_defaults():
