@@ -17,6 +17,7 @@ import sys
 import time
 
 from nextpipe import Configuration, FlowSpec, foreach, join, needs, optional, repeat, step
+from nextpipe.hooks import FlowHooks
 
 
 def chain_flow(n: int) -> type[FlowSpec]:
@@ -125,13 +126,25 @@ def nodes_of(flow: FlowSpec) -> int:
     return sum(len(s.nodes) for s in flow.graph.steps)
 
 
-def measure(make, n: int, repeats: int = 3) -> tuple[float, int]:
+class NoOpHook(FlowHooks):
+    """Listens to every node event and does nothing: the cost of dispatching hooks."""
+
+    def node_start(self, flow, node):
+        pass
+
+    def node_success(self, flow, node):
+        pass
+
+
+def measure(make, n: int, repeats: int = 3, hooks: tuple = ()) -> tuple[float, int]:
     flow_class = make(n)
     best = float("inf")
     nodes = 0
     for _ in range(repeats):
         with contextlib.redirect_stderr(io.StringIO()):
             flow = flow_class("bench", n, conf=Configuration(max_step_inputs=10**9))
+            for hook in hooks:
+                flow.add_hook(hook)
             start = time.perf_counter()
             flow.run()
             best = min(best, time.perf_counter() - start)
@@ -162,11 +175,11 @@ def idle_cpu_share(seconds: float = 2.0) -> float:
 
     with contextlib.redirect_stderr(io.StringIO()):
         flow = Sleeper("sleep", None)
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    start = time.perf_counter()
-    flow.run()
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_SELF)
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        start = time.perf_counter()
+        flow.run()
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return cpu / wall
 
@@ -187,6 +200,8 @@ def main() -> None:
             print(f"{shape:<8} {n:>6} {nodes:>6} {seconds:>9.4f} {seconds / nodes * 1e6:>8.1f}")
     if args.quick:
         return
+    seconds, nodes = measure(fanout_flow, 10000, hooks=(NoOpHook(),))
+    print(f"fan-out 10000 with a no-op hook on node_start and node_success: {seconds:.4f} s")
     print(f"peak RSS growth, fan-out 10000: {peak_rss_growth_mb(10000):.1f} MB")
     print(f"CPU share while one step sleeps 2 s: {idle_cpu_share() * 100:.2f} % of a core")
     print(f"import nextpipe: {import_time():.3f} s")

@@ -229,8 +229,8 @@ class Runner:
                 return False
             try:
                 self._start_steps(steps, skipped)
-            except Exception as error:  # a step's inputs or @optional condition: the flow fails
-                self._stop(error)
+            except BaseException as error:  # a step's inputs or @optional condition: the flow fails
+                self._stop(error)  # (in the calling thread, _execute raises it, also a KeyboardInterrupt)
                 return True
             hooks = self._hooks
             ended = self._steps_left == 0

@@ -156,6 +156,7 @@ class FlowSpec:
         ----------
         hook : nextpipe.hooks.FlowHooks
             An object with some of the methods of ``FlowHooks`` (see :mod:`nextpipe.hooks`).
+            Adding it again does nothing.
 
         Raises
         ------
@@ -163,7 +164,8 @@ class FlowSpec:
             When ``hook`` has none of the event methods.
         """
         check_hook(hook)
-        self._hooks = (*self._hooks, hook)
+        if not any(h is hook for h in self._hooks):
+            self._hooks = (*self._hooks, hook)
 
     def run(self) -> None:
         """
@@ -172,6 +174,8 @@ class FlowSpec:
         Every call starts from a clean state, so a flow can be run again. The
         run's hooks are the globally registered ones (``nextpipe.hooks.register``),
         then this flow's (:meth:`add_hook`), then the built-in reporting ones.
+        Called in the main thread, it handles SIGTERM like Ctrl-C and then
+        delivers it to the previous handler (by default, the process ends).
 
         Raises
         ------

@@ -4,9 +4,10 @@ Hooks: callbacks on a flow run's events.
 A hook is any object with some of the methods of :class:`FlowHooks` (subclass
 it and override what you need). Register it for every flow with
 :func:`register`, or for one flow with ``FlowSpec.add_hook``. The runner calls
-the hooks of a run in registration order (global ones first), from the thread
-where the event happens (a node's worker for node events). An exception in a
-hook is logged once per hook and event and never fails the flow.
+the hooks of a run in registration order: the global ones, then the flow's
+own, then the built-in reporting hooks; each from the thread where the event
+happens (a node's worker for node events). An exception in a hook is logged
+once per hook and event and never fails the flow.
 
 The run summary, the live progress display and tracing are built on these
 hooks; when no hook is registered the runner does no work for them.

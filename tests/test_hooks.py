@@ -84,6 +84,7 @@ def test_flow_hook_sees_every_event_in_order_in_the_thread_where_it_happens():
     flow = Pipeline("pipeline", None)
     recorder = Recorder()
     flow.add_hook(recorder)
+    flow.add_hook(recorder)  # again: no second call
     flow.run()
 
     events = recorder.events
