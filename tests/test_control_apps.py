@@ -71,9 +71,11 @@ def most_alive_at_once(emu: PlatformEmulator, app_id: str) -> int:
     return most
 
 
-def test_failed_runs_are_retried_as_new_runs(platform_env: PlatformEmulator, capfd: pytest.CaptureFixture) -> None:
-    emu = platform_env
-    emu.set_app_behavior("flaky", FailingFirst(2), duration=0.02)
+def test_failed_runs_are_retried_as_new_runs(
+    workflow_env: PlatformEmulator, fast_uplink: float, capfd: pytest.CaptureFixture
+) -> None:
+    emu = workflow_env
+    emu.set_app_behavior("flaky", FailingFirst(2), duration=0.1)
 
     class Flow(FlowSpec):
         @retry(attempts=3, delay=0.01, retry_on=AppRunError)
@@ -98,6 +100,10 @@ def test_failed_runs_are_retried_as_new_runs(platform_env: PlatformEmulator, cap
             f"solver crashed on call {number})"
         ) in err
     assert "[solve_0] Attempt 3 of 3 started." in err
+    # The platform's flow view never shows the node failed between its attempts.
+    states = [(n["status"], n.get("run_id")) for u in emu.flow_updates for n in u["pipeline_graph"]["nodes"]]
+    assert all(status != STATUS_FAILED for status, _ in states)
+    assert states[-1] == (STATUS_SUCCEEDED, runs[-1].run_id)
 
 
 def test_run_that_never_finishes_is_canceled_at_the_limit(platform_env: PlatformEmulator) -> None:
