@@ -338,3 +338,43 @@ def test_local_run_at_its_limit_is_stopped_and_retried(tmp_path: Path, monkeypat
     (node,) = flow.graph.get_step(flow.solve.step).nodes
     first = nextmv.local.Application(src=str(app_dir)).run_information(node.run_ids[0])
     assert first.metadata.status_v2 == nextmv.StatusV2.canceled
+
+
+def test_failing_flow_cancels_limited_runs_and_starts_no_waiting_node(platform_env: PlatformEmulator) -> None:
+    emu = platform_env
+    emu.hold_runs(True, app_id="quota")
+    go = threading.Event()
+
+    class Flow(FlowSpec):
+        @foreach()
+        @step
+        def fan(data: int) -> list[dict[str, int]]:
+            return [{"item": i} for i in range(data)]
+
+        @retry(attempts=3, delay=0.05)
+        @app(app_id="quota", polling_options=fast_polling(60))
+        @needs(predecessors=[fan])
+        @step
+        def solve() -> None:
+            pass
+
+        @step
+        def broken(data: int) -> None:
+            go.wait(10)
+            raise ValueError("broken while runs are in progress")
+
+    def fail_once_two_runs_exist() -> None:
+        emu.wait_for(lambda: len(emu.runs_for("quota")) >= 2, timeout=10)
+        go.set()
+
+    helper = threading.Thread(target=fail_once_two_runs_exist)
+    helper.start()
+    flow = Flow("fail-fast", 6, conf=Configuration(app_concurrency={"quota": 2}))
+    with pytest.raises(RuntimeError, match="Step broken failed: broken while runs are in progress"):
+        flow.run()
+    helper.join()
+    runs = emu.runs_for("quota")
+    assert len(runs) == 2, "a waiting node started after the flow failed"
+    assert all(r.cancel_requests >= 1 and r.status == "canceled" for r in runs)
+    statuses = [n.status for n in flow.graph.get_step(flow.solve.step).nodes]
+    assert statuses == [STATUS_FAILED] * 6
