@@ -159,9 +159,11 @@ class Controller:
         for limiter in limiters:
             limiter.active += 1
         node = attempt.node
+        runner = self.runner
         started = self._started if attempt.control.seconds is not None else None
-        self.runner._running[node] = job = Job(self._run, started, self._done, (attempt,), node.id, node)
-        self.runner.pool.run(job)
+        target = runner._run_node if attempt.number == 1 else self._run_again
+        runner._running[node] = job = Job(target, started, self._done, (node, attempt.args, attempt), node.id, node)
+        runner.pool.run(job)
 
     def _locked_release(self, attempt: _Attempt) -> None:
         """Give back the attempt's places and admit the attempts waiting for them, in arrival order."""
@@ -180,26 +182,29 @@ class Controller:
 
     # ---------------------------------------------------------------- an attempt's life
 
-    def _run(self, attempt: _Attempt) -> Any:
+    def _run_again(self, node: FlowNode, args: list[Any], attempt: _Attempt) -> Any:
+        """The job of a later attempt (the first one is the runner's ``_run_node``, which also starts the node)."""
         runner = self.runner
-        node = attempt.node
-        if attempt.number == 1:
-            return runner._run_node(node, attempt.args, attempt)
         with runner.lock_running:
             if not self._live(node):
                 raise _Stopped()
         log(f"Attempt {attempt.number} of {attempt.control.retry.attempts} started.", step_name=node.id)
-        return execute_node(runner.spec, node, attempt.args, attempt)
+        return execute_node(runner.spec, node, args, attempt)
 
     def _started(self, job: Job) -> None:
         """Start callback of a time-limited attempt: only its thread touches it until the timer exists."""
-        attempt = job.args[0]
+        attempt = job.args[2]
         attempt.thread = threading.current_thread()  # the worker to give up on at the limit
         attempt.timer = self.timers.call_later(attempt.control.seconds, lambda: self._timed_out(attempt))
 
     def _done(self, job: Job) -> None:
-        attempt = job.args[0]
+        attempt = job.args[2]
         node = attempt.node
+        if job.error is None and attempt.timer is None and not attempt.control.limiters:
+            # Nothing to give back and no timer racing this thread for the attempt: the runner records it.
+            node._finished = time.perf_counter()
+            self.runner._node_ended(node, job.result)
+            return
         with self.runner.lock_running:
             attempt.worker_done = True
             if attempt.finished:  # abandoned at its time limit: its outcome is decided, its result ignored

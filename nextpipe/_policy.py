@@ -109,7 +109,7 @@ class Timers:
     """
 
     def __init__(self) -> None:
-        self._heap: list[list[Any]] = []
+        self._heap: list[tuple[float, int, list[Any]]] = []  # (deadline, tie-breaker, [callback or None])
         self._sequence = itertools.count()  # ties never compare the callbacks
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -131,17 +131,18 @@ class Timers:
         list
             A handle for :meth:`cancel`.
         """
-        entry = [time.monotonic() + seconds, next(self._sequence), callback]
+        handle = [callback]
+        entry = (time.monotonic() + seconds, next(self._sequence), handle)
         with self._condition:
             if self._stopped:
-                return entry
+                return handle
             heapq.heappush(self._heap, entry)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name=f"{THREAD_NAME_PREFIX}timers", daemon=True)
                 self._thread.start()
             elif self._heap[0] is entry:
                 self._condition.notify()
-        return entry
+        return handle
 
     @staticmethod
     def cancel(handle: list[Any] | None) -> None:
@@ -154,7 +155,7 @@ class Timers:
             What :meth:`call_later` returned; ``None`` is ignored.
         """
         if handle is not None:
-            handle[2] = None
+            handle[0] = None
 
     def stop(self) -> None:
         """Drop every pending call and end the thread; later calls of :meth:`call_later` do nothing."""
@@ -174,7 +175,7 @@ class Timers:
                         continue
                     wait = self._heap[0][0] - time.monotonic()
                     if wait <= 0:
-                        callback = heapq.heappop(self._heap)[2]
+                        callback = heapq.heappop(self._heap)[2][0]
                         break
                     self._condition.wait(wait)
             if callback is not None:
