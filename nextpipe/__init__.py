@@ -3,9 +3,10 @@ nextpipe: decision workflows for Nextmv.
 
 Subclass :class:`FlowSpec`, mark its functions with :func:`step`, connect them
 with :func:`needs`, fan out with :func:`foreach`, collect with :func:`join`,
-repeat with :func:`repeat`, skip with :func:`optional`, and run Nextmv
-applications with :func:`app`. Control how nodes run with :func:`retry`,
-:func:`timeout`, :func:`allow_failure` and :func:`concurrency`.
+repeat with :func:`repeat`, skip with :func:`optional`, run Nextmv
+applications with :func:`app`, and reuse their runs with :func:`cache`.
+Control how nodes run with :func:`retry`, :func:`timeout`,
+:func:`allow_failure` and :func:`concurrency`.
 """
 
 from .__about__ import __version__
@@ -14,6 +15,7 @@ from .config import Configuration
 from .decorators import (
     allow_failure,
     app,
+    cache,
     concurrency,
     foreach,
     join,
@@ -41,6 +43,7 @@ __all__ = [
     "__version__",
     "allow_failure",
     "app",
+    "cache",
     "cancelled",
     "concurrency",
     "foreach",

@@ -14,6 +14,11 @@ Mermaid text; ``svg``, a picture rendered offline by Graphviz's ``dot`` program.
 Exit codes: 0 on success, 2 when the file cannot be imported, holds no flow
 (or several and none was named), its graph cannot be built, ``dot`` is
 missing, or the ``--output`` file cannot be written; 1 when ``dot`` fails.
+
+``nextpipe cache list [--app ID]`` prints the runs that app steps may reuse
+(see :mod:`nextpipe.run_cache`); ``nextpipe cache clear [--app ID]
+[--older-than AGE]`` removes them. Both take ``--dir DIR``; a store that cannot
+be read exits with 2.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from types import ModuleType
 from .__about__ import __version__
 from .flow import FlowGraph, FlowSpec, FlowStep
 from .graph import mermaid_url
+from .run_cache import add_cache_command, run_cache_command
 
 FORMATS = ("mermaid", "dot", "url", "svg")
 """The output formats of ``nextpipe graph``."""
@@ -407,6 +413,7 @@ def _parser() -> argparse.ArgumentParser:
         help="mermaid text (default), Graphviz dot, the mermaid.ink url, or an svg picture rendered by Graphviz",
     )
     graph.add_argument("-o", "--output", metavar="PATH", help="write to PATH instead of standard output")
+    add_cache_command(commands)
     return parser
 
 
@@ -429,6 +436,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if arguments.command == "cache":
+        return _cache(arguments)
     try:
         path, class_name = split_target(arguments.target)
         flow_class = find_flow(load_module(path), class_name, where=path)
@@ -446,3 +455,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nextpipe: error: cannot write {arguments.output}: {error.strerror or error}.", file=sys.stderr)
         return 2
     return 0
+
+
+def _cache(arguments: argparse.Namespace) -> int:
+    """``nextpipe cache list|clear``: a store that cannot be read is reported in one line (exit 2)."""
+    import sqlite3
+
+    try:
+        return run_cache_command(arguments, sys.stdout)
+    except (sqlite3.Error, OSError) as error:
+        print(f"nextpipe: error: the run cache cannot be read: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 from dataclasses_json import DataClassJsonMixin
 
+from .constants import DEFAULT_CACHE_MAX_AGE
+
 
 @dataclass
 class Configuration(DataClassJsonMixin):
@@ -24,6 +26,18 @@ class Configuration(DataClassJsonMixin):
         instead of Nextmv Cloud. Completes the ``NEXTPIPE_LOCAL_APPS``
         environment variable and wins over it for an id in both. Directories
         given as ``pathlib.Path`` are kept as strings.
+    cache : bool, default=False
+        Whether every app step uses the run cache (``@cache`` decides per
+        step): a step whose run was made before with the same inputs reuses
+        that run instead of paying for a new one.
+    cache_dir : str, optional
+        Directory of the run cache (a ``pathlib.Path`` is kept as a string;
+        a relative path is resolved when the flow is constructed); by default
+        ``$NEXTPIPE_CACHE_DIR``, else ``$XDG_CACHE_HOME/nextpipe``, else
+        ``~/.cache/nextpipe``.
+    cache_max_age : float or None, default=604800
+        Seconds (7 days by default) after which a stored run is no longer
+        reused; ``None`` for never.
     app_concurrency : dict of str to int, optional
         Most runs of an application that the flow's nodes have in progress at
         once, by app id (an account's parallel-run quota), shared by every
@@ -37,16 +51,20 @@ class Configuration(DataClassJsonMixin):
     Raises
     ------
     ValueError
-        When ``thread_count`` is negative, ``max_step_inputs`` is below 1, or an
-        ``app_concurrency`` limit is not a whole number of 1 or more.
+        When ``thread_count`` is negative, ``max_step_inputs`` is below 1,
+        ``cache`` is not a bool, ``cache_max_age`` is not a positive number, or
+        an ``app_concurrency`` limit is not a whole number of 1 or more.
     TypeError
-        When ``local_apps`` is not a dict of app ids to directory paths, or
-        ``app_concurrency`` not a dict.
+        When ``local_apps`` is not a dict of app ids to directory paths,
+        ``cache_dir`` is not a path, or ``app_concurrency`` not a dict.
     """
 
     thread_count: int = 0
     max_step_inputs: int = 50
     local_apps: dict[str, str] | None = None
+    cache: bool = False
+    cache_dir: str | None = None
+    cache_max_age: float | None = DEFAULT_CACHE_MAX_AGE
     app_concurrency: dict[str, int] | None = None
     tolerate_failed_app_runs: bool = False
 
@@ -75,6 +93,21 @@ class Configuration(DataClassJsonMixin):
             )
         if local_apps is not None:
             self.local_apps = {app_id: os.fspath(directory) for app_id, directory in local_apps.items()}
+        if not isinstance(self.cache, bool):
+            raise ValueError(f"Configuration.cache must be True or False, got {self.cache!r}.")
+        if self.cache_max_age is not None and (
+            isinstance(self.cache_max_age, bool)
+            or not isinstance(self.cache_max_age, int | float)
+            or not self.cache_max_age > 0
+        ):
+            raise ValueError(
+                f"Configuration.cache_max_age must be a number of seconds above 0, or None for no limit, "
+                f"got {self.cache_max_age!r}."
+            )
+        if self.cache_dir is not None:
+            if not isinstance(self.cache_dir, str | os.PathLike):
+                raise TypeError(f"Configuration.cache_dir must be a directory path, got {self.cache_dir!r}.")
+            self.cache_dir = os.fspath(self.cache_dir)
         if self.app_concurrency is not None and not isinstance(self.app_concurrency, dict):
             raise TypeError(
                 'Configuration.app_concurrency must be a dict of app ids to limits, e.g. {"routing": 4}, '

@@ -20,3 +20,9 @@ STATUS_SUCCEEDED = "succeeded"
 
 STATUS_FAILED = "failed"
 """A node that raised, whose app run failed, or that was stopped because the flow failed."""
+
+ENV_CACHE_DIR = "NEXTPIPE_CACHE_DIR"
+"""Environment variable naming the run cache's directory (``Configuration.cache_dir`` wins over it)."""
+
+DEFAULT_CACHE_MAX_AGE = 7 * 24 * 3600.0
+"""Default age (s) after which a stored run is no longer reused: 7 days."""

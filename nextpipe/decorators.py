@@ -3,8 +3,8 @@ Decorators that declare the steps of a flow and how they connect.
 
 ``@step`` marks a function of a :class:`~nextpipe.flow.FlowSpec` subclass as a
 step and is always the innermost decorator; the others (``@needs``,
-``@optional``, ``@repeat``, ``@foreach``, ``@join``, ``@app``, ``@retry``,
-``@timeout``, ``@allow_failure``, ``@concurrency``) are applied on
+``@optional``, ``@repeat``, ``@foreach``, ``@join``, ``@app``, ``@cache``,
+``@retry``, ``@timeout``, ``@allow_failure``, ``@concurrency``) are applied on
 top of it in any order and store their settings on the step's :class:`Step`.
 
 Mistakes in a declaration (a decorator below ``@step``, ``@repeat`` or
@@ -248,7 +248,7 @@ class Step:
         ``StepType.APP`` once ``@app`` is applied, else ``StepType.DEFAULT``.
     run_ids : list of str
         Ids of the app runs the step made in its latest execution.
-    needs, optional, repeat, foreach, join, app, retry, timeout, allow_failure, concurrency
+    needs, optional, repeat, foreach, join, app, cache, retry, timeout, allow_failure, concurrency
         The settings of the corresponding decorators, ``None`` when not applied.
     """
 
@@ -262,6 +262,7 @@ class Step:
         self.foreach: Foreach | None = None
         self.join: Join | None = None
         self.app: App | None = None
+        self.cache: Cache | None = None
         self.retry: Retry | None = None
         self.timeout: Timeout | None = None
         self.allow_failure: AllowFailure | None = None
@@ -657,6 +658,73 @@ def app(
         return function
 
     return _flag_if_uncalled(decorator, app_id, "app", '@app(app_id="my-app")')
+
+
+class Cache:
+    """
+    The run cache settings of an app step, set by ``@cache``.
+
+    Parameters
+    ----------
+    enabled : bool
+        Whether the step uses the run cache.
+    refresh : bool
+        Whether the step makes a fresh run (and stores it) instead of reusing one.
+    """
+
+    def __init__(self, enabled: bool, refresh: bool):
+        self.enabled = enabled
+        self.refresh = refresh
+
+    def __repr__(self) -> str:
+        return f"StepCache(enabled={self.enabled}, refresh={self.refresh})"
+
+
+def cache(f: Callable | None = None, *, enabled: bool = True, refresh: bool = False) -> Callable[[Callable], Callable]:
+    """
+    Reuse an app step's succeeded run made with the same inputs instead of making a new one.
+
+    The run's cache key covers the app, the instance, the options, the run
+    configuration, the input and the app's code (see the user guide's page on
+    the run cache). ``Configuration(cache=True)`` turns the cache on for every
+    app step; ``@cache`` decides per step.
+
+    Parameters
+    ----------
+    f : None
+        Not to be given: the decorator is used as ``@cache()``.
+    enabled : bool, default=True
+        ``False`` keeps the step out of a flow-wide cache (e.g. a randomized app).
+    refresh : bool, default=False
+        Make a fresh run even when a stored one matches, and store it in place of the old one.
+
+    Returns
+    -------
+    Callable
+        The decorator.
+
+    Raises
+    ------
+    TypeError
+        When an argument is given by position.
+    """
+    if callable(f):
+        _record_error(f, "@cache must be called: write @cache(), not @cache.")
+        return f
+    if f is not None:
+        raise TypeError(f"@cache takes keyword arguments only, e.g. @cache(refresh=True); got {f!r}.")
+
+    def decorator(function: Callable) -> Callable:
+        definition = _step_of(function, "cache")
+        if definition is None:
+            return function
+        for name, value in (("enabled", enabled), ("refresh", refresh)):
+            if not isinstance(value, bool):
+                _record_error(function, f"@cache needs {name}=True or {name}=False, got {value!r}.")
+        definition.cache = Cache(enabled=enabled, refresh=refresh)
+        return function
+
+    return decorator
 
 
 # Control of a node's execution: retries, time limits, tolerated failures, concurrency limits.

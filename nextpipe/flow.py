@@ -62,6 +62,8 @@ class FlowSpec:
         The flow's steps and, once it ran, their nodes.
     local_apps : dict of str to str
         App ids of the flow's app steps that run locally, mapped to their directories.
+    run_cache : RunCache or None
+        The run cache of the app steps that use it; ``None`` when none does.
     uplink : UplinkClient
         Reports the flow's state to the platform (inactive outside a Nextmv run).
     runner : Runner
@@ -116,6 +118,11 @@ class FlowSpec:
         from ._apps import check_local_apps
 
         self.local_apps = check_local_apps(self.graph, self.config)
+        self.run_cache = None
+        if self.config.cache or any(s.definition.cache for s in self.graph.steps):
+            from .run_cache import RunCache  # deferred: flows that use no cache never import it
+
+            self.run_cache = RunCache.for_flow(self.graph, self.config)
         if uplink_config is None:
             uplink_config = UplinkConfig(application_id=os.environ.get(ENV_APP_ID), run_id=os.environ.get(ENV_RUN_ID))
         uplink_client = None

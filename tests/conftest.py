@@ -12,7 +12,15 @@ import pytest
 _HOME = tempfile.mkdtemp(prefix="nextpipe-test-home-")
 os.environ["HOME"] = _HOME
 
-_PLATFORM_VARIABLES = ("NEXTMV_API_KEY", "NEXTMV_APP_ID", "NEXTMV_RUN_ID", "NEXTMV_ENDPOINT", "NEXTPIPE_LOCAL_APPS")
+_PLATFORM_VARIABLES = (
+    "NEXTMV_API_KEY",
+    "NEXTMV_APP_ID",
+    "NEXTMV_RUN_ID",
+    "NEXTMV_ENDPOINT",
+    "NEXTPIPE_LOCAL_APPS",
+    "NEXTPIPE_CACHE_DIR",
+    "XDG_CACHE_HOME",
+)
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,9 @@ emulated runs behave, and inject faults.
 
 Emulated endpoints (paths as the SDK 1.13 builds them):
 
-- ``GET  /v1/applications/{app}``: the application (``Application.get``).
+- ``GET  /v1/applications/{app}``: the application (``Application.get``), with its default instance.
+- ``GET  /v1/applications/{app}/instances/{instance}``: an instance and the app version it runs
+  (``Application.instance``); any instance exists, running version ``""`` unless :meth:`set_instance` says otherwise.
 - ``POST /v1/applications/{app}/runs[?instance_id=...]``: new run, answers ``{"run_id"}``.
 - ``POST /v1/applications/{app}/runs/uploadurl``: ``{"upload_id", "upload_url"}``; the URL points back at the
   emulator (``PUT /upload/{upload_id}``, no authorization needed, like a presigned URL).
@@ -19,6 +21,7 @@ Emulated endpoints (paths as the SDK 1.13 builds them):
 - ``GET  /v1/applications/{app}/runs/{run}/input[?format=url]``: the input, likewise.
 - ``GET  /v1/applications/{app}/runs/{run}/logs`` and ``.../logs/live[?since=token]``: logs.
 - ``PATCH /v1/applications/{app}/runs/{run}/cancel``: cancels the run.
+- ``DELETE /v1/applications/{app}/runs/{run}``: deletes the run (``Application.delete_run``); it is then ``404``.
 - ``PUT  /v1/internal/applications/{app}/runs/{run}/flow``: records a flow update (``emu.flow_updates``).
 - Anything else: ``404`` (``405`` for a known path with another method) with a JSON error, recorded.
 
@@ -266,6 +269,10 @@ class RunRecord:
         Final status the run reaches unless canceled (``succeeded`` or ``failed``), decided at creation.
     finished_at : float or None
         ``time.time()`` when the final status was first computed.
+    ran_on_instance : str
+        The instance the run ran on: the ``instance_id`` parameter, else the application's default instance.
+    version_id : str
+        The app version that instance ran when the run was created (``metadata.application_version_id``).
     """
 
     run_id: str
@@ -295,6 +302,8 @@ class RunRecord:
     held: bool = False
     released: bool = False
     finished_at: float | None = None
+    ran_on_instance: str = ""
+    version_id: str = ""
 
 
 @dataclass
@@ -405,6 +414,8 @@ _ROUTES: list[_Route] = [
     ("GET", "run_logs", re.compile(rf"^{_RUN}/logs$")),
     ("PATCH", "cancel_run", re.compile(rf"^{_RUN}/cancel$")),
     ("GET", "run_result", re.compile(rf"^{_RUN}$")),
+    ("DELETE", "delete_run", re.compile(rf"^{_RUN}$")),
+    ("GET", "instance", re.compile(rf"^{_APP}/instances/(?P<instance>[^/]+)$")),
     ("GET", "application", re.compile(rf"^{_APP}$")),
     ("PUT", "flow_update", re.compile(r"^/v1/internal/applications/(?P<app>[^/]+)/runs/(?P<run>[^/]+)/flow$")),
     ("PUT", "upload", re.compile(r"^/upload/(?P<upload>[^/]+)$")),
@@ -505,6 +516,8 @@ class PlatformEmulator:
         self._runs: dict[str, RunRecord] = {}
         self._uploads: dict[str, bytes | None] = {}
         self._behaviors: dict[str, AppBehavior] = {DEFAULT_APP: AppBehavior()}
+        self._instance_versions: dict[tuple[str, str], str] = {}
+        self._default_instances: dict[str, str] = {}
         self._faults: list[_FaultRule] = []
         self._delays: list[_DelayRule] = []
         self._down = False
@@ -660,6 +673,26 @@ class PlatformEmulator:
         """
         with self._lock:
             return self._behaviors.get(app_id, self._behaviors[DEFAULT_APP])
+
+    def set_instance(self, app_id: str, instance_id: str, version_id: str, *, default: bool = False) -> None:
+        """
+        Point an instance of an application at an app version.
+
+        Parameters
+        ----------
+        app_id : str
+            Application id.
+        instance_id : str
+            Instance id.
+        version_id : str
+            The version the instance runs from now on: new runs on it report it as ``application_version_id``.
+        default : bool
+            Also make it the application's default instance (used by runs without ``instance_id``).
+        """
+        with self._lock:
+            self._instance_versions[(app_id, instance_id)] = version_id
+            if default:
+                self._default_instances[app_id] = instance_id
 
     def hold_runs(self, hold: bool = True, app_id: str | None = None) -> None:
         """
@@ -950,6 +983,8 @@ class PlatformEmulator:
             self._runs.clear()
             self._uploads.clear()
             self._behaviors = {DEFAULT_APP: AppBehavior()}
+            self._instance_versions.clear()
+            self._default_instances.clear()
             self._hold_all = False
             self._held_apps.clear()
         self.clear_faults()
@@ -1026,9 +1061,37 @@ class PlatformEmulator:
     # ------------------------------------------------------------------ routes
 
     def _route_application(self, record: RequestRecord, app: str) -> _Response:
+        with self._lock:
+            default = self._default_instances.get(app, "")
         return _Response.of_json(
-            {"id": app, "name": app, "description": "", "type": "custom", "default_instance": "", "locked": False}
+            {"id": app, "name": app, "description": "", "type": "custom", "default_instance": default, "locked": False}
         )
+
+    def _route_instance(self, record: RequestRecord, app: str, instance: str) -> _Response:
+        with self._lock:
+            version = self._instance_versions.get((app, instance), "")
+        stamp = _iso(0)
+        return _Response.of_json(
+            {
+                "id": instance,
+                "application_id": app,
+                "version_id": version,
+                "name": instance,
+                "description": "",
+                "configuration": {},
+                "locked": False,
+                "created_at": stamp,
+                "updated_at": stamp,
+            }
+        )
+
+    def _route_delete_run(self, record: RequestRecord, app: str, run: str) -> _Response:
+        with self._lock:
+            run_record = self._runs.get(run)
+            if run_record is None or run_record.app_id != app:
+                raise _ApiError(404, f"run {run} not found in application {app}")
+            del self._runs[run]
+        return _Response(204)
 
     def _route_upload_url(self, record: RequestRecord, app: str) -> _Response:
         with self._lock:
@@ -1075,6 +1138,7 @@ class PlatformEmulator:
         outcome, output, output_files, output_format, error = _execute(behavior, run_input, options, files)
         now = time.time()
         with self._lock:
+            ran_on = record.query.get("instance_id") or self._default_instances.get(app, "")
             self._run_counter += 1
             run_id = f"run-{self._token}-{self._run_counter}"
             self._runs[run_id] = RunRecord(
@@ -1101,6 +1165,8 @@ class PlatformEmulator:
                 logs=behavior.logs,
                 outcome=outcome,
                 held=self._is_held_by_config(app),
+                ran_on_instance=ran_on,
+                version_id=self._instance_versions.get((app, ran_on), ""),
             )
         return _Response.of_json({"run_id": run_id})
 
@@ -1230,8 +1296,8 @@ class PlatformEmulator:
         legacy_status = {"queued": "requested", "canceled": "canceled"}.get(run_record.status, run_record.status)
         metadata: dict[str, Any] = {
             "application_id": run_record.app_id,
-            "application_instance_id": run_record.instance_id or "",
-            "application_version_id": "",
+            "application_instance_id": run_record.ran_on_instance,
+            "application_version_id": run_record.version_id,
             "created_at": _iso(run_record.created_at),
             "duration": duration_ms if final else 0.0,
             "error": run_record.error if final else "",

@@ -45,7 +45,15 @@ PAGES = sorted(p for p in DOCS.rglob("*.md") if not any(part.startswith("_") for
 BLOCK_END = "<<nextpipe-docs-block-end>>"
 NOT_RUN = {"bash", "mermaid", "text", "yaml", "json", "csv"}
 FILE_LANGUAGES = {"python", "yaml", "json", "csv"}
-PLATFORM_VARIABLES = ("NEXTMV_API_KEY", "NEXTMV_APP_ID", "NEXTMV_RUN_ID", "NEXTMV_ENDPOINT", "NEXTPIPE_LOCAL_APPS")
+PLATFORM_VARIABLES = (
+    "NEXTMV_API_KEY",
+    "NEXTMV_APP_ID",
+    "NEXTMV_RUN_ID",
+    "NEXTMV_ENDPOINT",
+    "NEXTPIPE_LOCAL_APPS",
+    "NEXTPIPE_CACHE_DIR",
+    "XDG_CACHE_HOME",
+)
 FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,})(?P<info>[^`]*)$")
 SKIP = re.compile(r"^\s*<!-- docs: skip (?P<reason>\S.{10,}?) -->\s*$")
 EXIT_STATUS = re.compile(r"\s+# exit status (?P<status>\d+)\s*$")

@@ -29,6 +29,7 @@ from ..schema import AppRunConfig
 from ..utils import log, log_internal
 from .cloud import CloudApp
 from .local import LocalApp
+from .reuse import lookup_run, record_run
 
 LOG_RELAY_GRACE = 2.0
 """Seconds the live log relay may outlive the run's result."""
@@ -242,6 +243,9 @@ def run_app(flow_spec: Any, node: FlowNode, app_input: Any) -> Any:
         return _bypass(settings)
     app_id, instance_id, request = run_request(node.id, settings, app_input)
     app = _open_app(flow_spec, app_id, instance_id)
+    cache_key, reused = lookup_run(flow_spec, node, app, instance_id, request)
+    if reused is not None:
+        return _node_result(*reused, settings.full_result)
     node.run_created = threading.Event()  # the runner waits on it before it gives up on this run
     try:
         run_id = create_run(app, request)
@@ -278,6 +282,8 @@ def run_app(flow_spec: Any, node: FlowNode, app_input: Any) -> Any:
     except BaseException:
         run.stop()
         raise
+    if cache_key is not None:
+        record_run(flow_spec, node, app, cache_key, run_id)
     return _node_result(result, run.output_dir, settings.full_result)
 
 
