@@ -26,6 +26,13 @@ class Configuration(DataClassJsonMixin):
         instead of Nextmv Cloud. Completes the ``NEXTPIPE_LOCAL_APPS``
         environment variable and wins over it for an id in both. Directories
         given as ``pathlib.Path`` are kept as strings.
+    summary : bool, default=True
+        Log a table of the run (per step: node counts, durations, app runs) when
+        it ends; ``FlowSpec.summary()`` works either way.
+    progress : bool, default=True
+        Show a live display of the steps while the flow runs, where it applies:
+        on an interactive terminal, not in CI nor in a Nextmv run
+        (``NEXTPIPE_PROGRESS=0`` turns it off too).
     cache : bool, default=False
         Whether every app step uses the run cache (``@cache`` decides per
         step): a step whose run was made before with the same inputs reuses
@@ -62,6 +69,8 @@ class Configuration(DataClassJsonMixin):
     thread_count: int = 0
     max_step_inputs: int = 50
     local_apps: dict[str, str] | None = None
+    summary: bool = True
+    progress: bool = True
     cache: bool = False
     cache_dir: str | None = None
     cache_max_age: float | None = DEFAULT_CACHE_MAX_AGE
@@ -69,6 +78,9 @@ class Configuration(DataClassJsonMixin):
     tolerate_failed_app_runs: bool = False
 
     def __post_init__(self) -> None:
+        for switch in ("summary", "progress"):
+            if not isinstance(getattr(self, switch), bool):
+                raise ValueError(f"Configuration.{switch} must be True or False, got {getattr(self, switch)!r}.")
         if isinstance(self.thread_count, bool) or not isinstance(self.thread_count, int) or self.thread_count < 0:
             raise ValueError(
                 f"Configuration.thread_count must be a whole number of 0 (the default of 24 threads) or more, "

@@ -9,7 +9,7 @@ This module keeps the public names of the original ``nextpipe.flow``.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import reporting
 from ._runner import Runner
@@ -26,6 +26,9 @@ from .graph import FlowDefinitionError, FlowGraph, FlowNode, FlowStep, StepVisit
 from .hooks import RunHooks, check_hook, registered
 from .uplink import UplinkClient, UplinkConfig
 from .utils import log_internal
+
+if TYPE_CHECKING:
+    from .summary import RunSummary
 
 
 class FlowSpec:
@@ -225,6 +228,23 @@ class FlowSpec:
             return None
         nodes = flow_step.nodes
         return nodes[0].result if len(nodes) == 1 else [n.result for n in nodes]
+
+    def summary(self) -> RunSummary:
+        """
+        Summarize the flow's latest run: its status and wall time, and per step node counts, durations and runs.
+
+        Built from the graph's nodes when called, so it also works during a run,
+        after a failed one, and with ``Configuration(summary=False)``.
+
+        Returns
+        -------
+        nextpipe.summary.RunSummary
+            A dataclass with ``to_dict()`` and ``to_json()``; its status is
+            ``pending`` before the first run.
+        """
+        from .summary import summarize
+
+        return summarize(self)
 
 
 __all__ = [

@@ -1,9 +1,11 @@
-"""Small helpers: logging with step names, value conversion and source lookup."""
+"""Small helpers: logging with step names (through the standard ``logging``), value conversion and source lookup."""
 
 from __future__ import annotations
 
 import ast
 import inspect
+import logging
+import os
 import sys
 import textwrap
 import threading
@@ -13,8 +15,151 @@ from typing import Any
 THREAD_NAME_PREFIX = "nextpipe-"
 """Prefix of the names of the threads that run nodes; the rest of the name is the node id."""
 
-# One lock for stderr so that lines written by concurrent steps never interleave.
-_log_lock = threading.Lock()
+LOGGER_NAME = "nextpipe"
+"""Name of the logger of nextpipe's own lines; the user's ``log()`` lines go to its child ``nextpipe.step``."""
+
+LOG_LEVEL_ENV = "NEXTPIPE_LOG_LEVEL"
+"""Environment variable read at import: the ``nextpipe`` logger's level (a name such as ``WARNING``, or a number)."""
+
+LOG_FORMAT = "[%(step)s] %(message)s"
+"""Format of the default handler's lines: the original's ``[<step>] <message>``."""
+
+logger = logging.getLogger(LOGGER_NAME)
+"""The ``nextpipe`` logger: nextpipe's own lines (``log_internal``), at INFO unless ``NEXTPIPE_LOG_LEVEL`` says."""
+step_logger = logging.getLogger(LOGGER_NAME + ".step")
+"""The ``nextpipe.step`` logger: the lines of ``log()``, with the name in brackets as the record's ``step``."""
+_CONSOLE_HANDLER_NAME = "nextpipe-console"
+
+
+def _console_streams() -> set[int]:
+    """Ids of the streams that reach the console now (a rich live display proxies stderr: its file counts too)."""
+    streams = {id(sys.stderr), id(sys.stdout), id(sys.__stderr__), id(sys.__stdout__)}
+    proxied = getattr(sys.stderr, "rich_proxied_file", None)
+    if proxied is not None:
+        streams.add(id(proxied))
+    return streams
+
+
+def _writes_to_console(handler: logging.Handler, streams: set[int]) -> bool:
+    stream = getattr(handler, "stream", None)
+    if stream is None:  # e.g. rich.logging.RichHandler writes through a Console
+        stream = getattr(getattr(handler, "console", None), "file", None)
+    return stream is not None and id(stream) in streams
+
+
+class ConsoleHandler(logging.Handler):
+    """
+    The default handler of the ``nextpipe`` logger: writes ``[<step>] <message>`` lines to stderr.
+
+    It writes to whatever ``sys.stderr`` is when a record is emitted, does
+    nothing when it is ``None`` (pythonw, embedded hosts), and steps back when
+    another handler that a record reaches (on the root logger after
+    ``logging.basicConfig()``, say) already writes to the console, so that no
+    line is printed twice. Each line is written whole under the handler's lock,
+    so lines of concurrent steps never interleave.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name = _CONSOLE_HANDLER_NAME
+        self.setFormatter(_FORMATTER)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write the record as one line to the current ``sys.stderr`` unless another handler shows it on the console."""
+        if sys.stderr is None or self._shown_elsewhere(record):
+            return
+        try:
+            self.write(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+    def write(self, line: str) -> None:
+        """Write a line to the current ``sys.stderr`` (nothing when it is ``None``); call with the lock held."""
+        stream = sys.stderr
+        if stream is not None:
+            stream.write(line + "\n")
+            stream.flush()
+
+    def _shown_elsewhere(self, record: logging.LogRecord) -> bool:
+        streams = None
+        current: logging.Logger | None = _LOGGERS.get(record.name) or logging.getLogger(record.name)
+        while current is not None:
+            for handler in current.handlers:
+                if handler is not self and record.levelno >= handler.level:
+                    if streams is None:
+                        streams = _console_streams()
+                    if _writes_to_console(handler, streams):
+                        return True
+            current = current.parent if current.propagate else None
+        return False
+
+
+_FORMATTER = logging.Formatter(LOG_FORMAT)
+_LOGGERS = {logger.name: logger, step_logger.name: step_logger}
+
+
+def _level_from_environment() -> int:
+    value = os.environ.get(LOG_LEVEL_ENV, "").strip()
+    if not value:
+        return logging.INFO
+    level = int(value) if value.isdigit() else logging.getLevelName(value.upper())
+    if isinstance(level, int):
+        return level
+    logger.warning(
+        "Ignoring %s=%s: use a level name (DEBUG, INFO, WARNING, ERROR, CRITICAL) or a number.",
+        LOG_LEVEL_ENV,
+        value,
+        extra={"step": "nextpipe"},
+    )
+    return logging.INFO
+
+
+def _console_handler() -> ConsoleHandler:
+    # The logger has a level of its own so that the root logger's default (WARNING) does not hide the info lines.
+    for handler in logger.handlers:
+        if handler.name == _CONSOLE_HANDLER_NAME:  # once, even if the module is reloaded
+            return handler  # type: ignore[return-value]
+    handler = ConsoleHandler()
+    logger.addHandler(handler)
+    logger.setLevel(_level_from_environment())
+    return handler
+
+
+_console = _console_handler()
+
+
+def _only_console(source: logging.Logger) -> bool:
+    """Whether a record of ``source`` would meet no filter and no handler but the default one, as nextpipe set it up."""
+    reached = False
+    current: logging.Logger | None = source
+    while current is not None:
+        handlers = current.handlers
+        if current.filters:
+            return False
+        if current is logger:
+            if len(handlers) != 1 or handlers[0] is not _console:
+                return False
+            reached = True
+        elif handlers:
+            return False
+        current = current.parent if current.propagate else None
+    return reached and not _console.filters and _console.formatter is _FORMATTER and _console.level <= logging.INFO
+
+
+def _log(source: logging.Logger, step: str, message: str, attributes: dict[str, Any] | None = None) -> None:
+    """Log at INFO with ``step`` and ``attributes`` as record attributes; never raises (the caller checks the level)."""
+    # The usual case, nobody configured logging: write the line the record would have become (a record costs ~10x).
+    if _only_console(source):
+        with _console.lock:
+            try:
+                _console.write(f"[{step}] {message}")
+            except Exception:  # a broken stderr must not fail the flow
+                pass
+        return
+    try:
+        source.info(message, extra={"step": step, **(attributes or {})}, stacklevel=3)
+    except Exception:  # a failing handler must not fail the flow
+        pass
 
 
 def _current_step_name() -> str:
@@ -24,15 +169,12 @@ def _current_step_name() -> str:
     return "main"
 
 
-def _write_line(line: str) -> None:
-    with _log_lock:
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-
-
 def log(message: str, step_name: str | None = None) -> None:
     """
-    Log a message to stderr, prefixed with the name of the step that logs it.
+    Log a message of a step, shown as ``[<step>] <message>`` on stderr.
+
+    The record goes to the ``nextpipe.step`` logger at level INFO, with the
+    name in brackets as its ``step`` attribute. Logging never raises.
 
     Parameters
     ----------
@@ -47,19 +189,24 @@ def log(message: str, step_name: str | None = None) -> None:
     >>> log("preparing data")  # doctest: +SKIP
     [main] preparing data
     """
-    _write_line(f"[{step_name if step_name is not None else _current_step_name()}] {message}")
+    if step_logger.isEnabledFor(logging.INFO):
+        _log(step_logger, step_name if step_name is not None else _current_step_name(), message)
 
 
 def log_internal(message: str) -> None:
     """
-    Log a message of nextpipe itself to stderr, prefixed with ``[nextpipe]``.
+    Log a message of nextpipe itself, shown as ``[nextpipe] <message>`` on stderr.
+
+    The record goes to the ``nextpipe`` logger at level INFO, with ``step``
+    set to ``"nextpipe"``. Logging never raises.
 
     Parameters
     ----------
     message : str
         The message to log.
     """
-    _write_line(f"[nextpipe] {message}")
+    if logger.isEnabledFor(logging.INFO):
+        _log(logger, "nextpipe", message)
 
 
 def wrap_func(function: Callable[..., Any]) -> Callable[[tuple[tuple, dict]], Any]:

@@ -21,6 +21,10 @@ from typing import Any
 MODULES = (
     "nextpipe.constants",
     "nextpipe.utils",
+    "nextpipe.summary",
+    "nextpipe.progress",
+    "nextpipe.tracing",
+    "nextpipe.reporting",
     "nextpipe.threads",
     "nextpipe.uplink",
     "nextpipe.schema",
