@@ -11,6 +11,7 @@ runner (``_node_ended``, ``_node_failed``), which reports them to the hooks.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from typing import Any
@@ -200,10 +201,11 @@ class Controller:
     def _done(self, job: Job) -> None:
         attempt = job.args[2]
         node = attempt.node
-        if job.error is None and attempt.timer is None and not attempt.control.limiters:
-            # Nothing to give back and no timer racing this thread for the attempt: the runner records it.
+        if job.error is None and attempt.timer is None:
+            # No timer races this thread for the attempt: the runner records it, giving back its places.
             node._finished = time.perf_counter()
-            self.runner._node_ended(node, job.result)
+            release = functools.partial(self._locked_release, attempt) if attempt.control.limiters else None
+            self.runner._node_ended(node, job.result, release=release)
             return
         with self.runner.lock_running:
             attempt.worker_done = True

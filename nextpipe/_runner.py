@@ -24,7 +24,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -339,14 +339,23 @@ class Runner:
             return
         self._node_ended(node, job.result)
 
-    def _node_ended(self, node: FlowNode, result: Any, tolerated: BaseException | None = None) -> None:
+    def _node_ended(
+        self,
+        node: FlowNode,
+        result: Any,
+        tolerated: BaseException | None = None,
+        release: Callable[[], None] | None = None,
+    ) -> None:
         """
         Record a node that succeeded, or that failed with ``tolerated`` without failing the flow
-        (``@allow_failure``: its result is ``None``), and start what this makes ready.
+        (``@allow_failure``: its result is ``None``), and start what this makes ready. ``release``
+        is called under the lock first (a controlled node gives back its concurrency places).
         """
         with self.lock_running:
             if self._stopping or self._running.pop(node, None) is None:  # the flow is ending, or an old run's node
                 return
+            if release is not None:
+                release()
             node.result = result
             if tolerated is None:
                 node.status = STATUS_SUCCEEDED
