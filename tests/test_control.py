@@ -430,6 +430,10 @@ def test_timed_out_attempt_is_retried() -> None:
     flow = Flow("timeout-retry", 7)
     flow.run()
     assert flow.get_result(flow.slow_once) == 7 and counter.calls == {"calls": 2}
+    deadline = time.monotonic() + WAIT
+    while any(t.name == "nextpipe-timers" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert not any(t.name == "nextpipe-timers" for t in threading.enumerate()), "the run's timer thread outlived it"
 
 
 def test_timeout_without_tolerance_fails_the_flow_with_step_timeout_error() -> None:
