@@ -11,6 +11,7 @@ import itertools
 import math
 from typing import Any
 
+from .constants import STATUS_FAILED
 from .graph import FlowNode, FlowStep
 from .utils import log_internal
 
@@ -24,6 +25,8 @@ def _contributions(predecessor: FlowStep) -> list[Contribution]:
     if predecessor.skipped:
         return [(None, (nodes[0],))]
     if definition.is_foreach():
+        if len(nodes) == 1 and nodes[0].status == STATUS_FAILED:  # a tolerated failure (@allow_failure) fans out
+            return []  # over nothing
         if len(nodes) != 1 or not isinstance(nodes[0].result, list):
             returned = ", ".join(type(n.result).__name__ for n in nodes)
             log_internal(

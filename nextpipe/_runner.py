@@ -24,10 +24,11 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
+from ._control import Controller, needs_control
 from ._execution import execute_node
 from ._inputs import node_inputs
 from .constants import STATUS_FAILED, STATUS_RUNNING, STATUS_SUCCEEDED
@@ -112,7 +113,8 @@ class Runner:
         self._waiting: dict[FlowStep, int] = {}  # predecessor steps not done yet
         self._open_nodes: dict[FlowStep, int] = {}  # nodes of a started step not finished yet
         self._steps_left = 0
-        self._running: dict[FlowNode, Job] = {}  # submitted nodes not finished, with their jobs
+        self._running: dict[FlowNode, Job | None] = {}  # nodes not finished, with their jobs (None: not submitted)
+        self._controller: Controller | None = None  # retries, time limits, limits: made for the first step using them
         # Cheap no-op when nobody listens: no document is built per node event.
         self._changed = uplink.notify_changed if uplink is not None and uplink.active else _nothing
 
@@ -120,7 +122,7 @@ class Runner:
     def jobs(self) -> list[Job]:
         """list of Job: The jobs of the latest run that were submitted and had not finished (when it ended)."""
         with self.lock_running:
-            return list(self._running.values())
+            return [job for job in self._running.values() if job is not None]
 
     def run(self, hooks: RunHooks | None = None) -> None:
         """
@@ -190,6 +192,7 @@ class Runner:
                 step.skipped = False
                 step.nodes = []
             self._running = {}
+            self._controller = None
             self._hooks = hooks
             self._stopping = False
             self._error = None
@@ -214,6 +217,8 @@ class Runner:
             self._abort(error)
             raise
         finally:
+            if self._controller is not None:
+                self._controller.stop()
             self.pool.shutdown(wait=not self._stopping)
 
     def _schedule(self, steps: list[FlowStep]) -> bool:
@@ -249,7 +254,7 @@ class Runner:
         step.done = True
         self._steps_left -= 1
         if step.definition.is_app():
-            step.definition.set_run_ids([n.run_id for n in step.nodes if n.run_id])
+            step.definition.set_run_ids([run_id for n in step.nodes for run_id in n.run_ids])
         ready = []
         for successor in step.successors:
             self._waiting[successor] -= 1
@@ -283,6 +288,17 @@ class Runner:
         # Submitting under the lock is safe: a node that starts at once waits for the lock before it runs.
         step.nodes = nodes = []
         self.node_idxs[step] = self._open_nodes[step] = len(inputs)
+        if needs_control(step, self.config):  # retries, time limits, limits: the controller submits the nodes
+            if self._controller is None:
+                self._controller = Controller(self)
+            for index, (_, sources) in enumerate(inputs):
+                node = FlowNode(step, index)
+                node.predecessors = sources
+                nodes.append(node)
+                self._running[node] = None
+            self._controller.launch(step, nodes, inputs)
+            self._changed()
+            return len(nodes)
         running = self._running
         submit = self.pool.run
         run_node, node_done = self._run_node, self._node_done
@@ -295,8 +311,12 @@ class Runner:
         self._changed()
         return len(nodes)
 
-    def _run_node(self, node: FlowNode, args: list[Any]) -> Any:
-        """The job of a node, in a worker: start it unless the flow is ending, time it, execute it."""
+    def _run_node(self, node: FlowNode, args: list[Any], token: Any = None) -> Any:
+        """
+        The job of a node, in a worker: start it unless the flow is ending, time it, execute it.
+
+        ``token`` is what ``nextpipe.cancelled()`` reads in the node's thread (see ``execute_node``).
+        """
         with self.lock_running:  # so that no node turns running after _abort marked the flow failed
             if self._stopping or node not in self._running:
                 raise _NotStarted()
@@ -307,7 +327,7 @@ class Runner:
         node._started = time.perf_counter()
         if hooks.node_start:
             hooks.emit("node_start", self.spec, node)
-        return execute_node(self.spec, node, args)
+        return execute_node(self.spec, node, args, token)
 
     def _node_done(self, job: Job) -> None:
         # Runs in the worker that ran the node: it schedules what becomes ready and then takes the
@@ -317,11 +337,31 @@ class Runner:
         if job.error is not None:
             self._node_failed(node, job.error)
             return
+        self._node_ended(node, job.result)
+
+    def _node_ended(
+        self,
+        node: FlowNode,
+        result: Any,
+        tolerated: BaseException | None = None,
+        release: Callable[[], None] | None = None,
+    ) -> None:
+        """
+        Record a node that succeeded, or that failed with ``tolerated`` without failing the flow
+        (``@allow_failure``: its result is ``None``), and start what this makes ready. ``release``
+        is called under the lock first (a controlled node gives back its concurrency places).
+        """
         with self.lock_running:
             if self._stopping or self._running.pop(node, None) is None:  # the flow is ending, or an old run's node
                 return
-            node.result = job.result
-            node.status = STATUS_SUCCEEDED
+            if release is not None:
+                release()
+            node.result = result
+            if tolerated is None:
+                node.status = STATUS_SUCCEEDED
+            else:
+                node.status = STATUS_FAILED
+                node.error = _text(tolerated)
             node.done = True
             step = node.parent
             self._open_nodes[step] -= 1
@@ -329,7 +369,10 @@ class Runner:
             ended = self._steps_left == 0
             hooks = self._hooks
         self._changed()
-        if hooks.node_success:
+        if tolerated is not None:
+            if hooks.node_failure:
+                hooks.emit("node_failure", self.spec, node, tolerated)
+        elif hooks.node_success:
             hooks.emit("node_success", self.spec, node)
         if ready:
             ended = self._schedule(ready)
@@ -369,6 +412,8 @@ class Runner:
         with self.lock_running:
             self._stop(error)
             running = list(self._running)  # frozen from now on: completions are no longer recorded
+        if self._controller is not None:
+            self._controller.stop()  # no retry starts, no time limit fires
         now = time.perf_counter()
         for node in running:
             node.cancel = True

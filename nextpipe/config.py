@@ -45,15 +45,25 @@ class Configuration(DataClassJsonMixin):
     cache_max_age : float or None, default=604800
         Seconds (7 days by default) after which a stored run is no longer
         reused; ``None`` for never.
+    app_concurrency : dict of str to int, optional
+        Most runs of an application that the flow's nodes have in progress at
+        once, by app id (an account's parallel-run quota), shared by every
+        step running that app. Nodes over the limit wait, ``pending``, without
+        holding a worker thread.
+    tolerate_failed_app_runs : bool, default=False
+        Restore nextpipe 0.7.3's handling of app runs that end failed or
+        canceled: the node is marked ``failed``, its successors receive
+        ``None`` and the flow goes on. By default such a run fails the flow.
 
     Raises
     ------
     ValueError
         When ``thread_count`` is negative, ``max_step_inputs`` is below 1, ``local_apps`` holds an
-        empty app id or directory, ``cache`` is not a bool or ``cache_max_age`` is not a positive number.
+        empty app id or directory, ``cache`` is not a bool, ``cache_max_age`` is not a positive number,
+        or an ``app_concurrency`` limit is not a whole number of 1 or more.
     TypeError
-        When ``local_apps`` is not a dict of app ids to directory paths, or
-        ``cache_dir`` is not a path.
+        When ``local_apps`` is not a dict of app ids to directory paths,
+        ``cache_dir`` is not a path, or ``app_concurrency`` not a dict.
     """
 
     thread_count: int = 0
@@ -64,6 +74,8 @@ class Configuration(DataClassJsonMixin):
     cache: bool = False
     cache_dir: str | None = None
     cache_max_age: float | None = DEFAULT_CACHE_MAX_AGE
+    app_concurrency: dict[str, int] | None = None
+    tolerate_failed_app_runs: bool = False
 
     def __post_init__(self) -> None:
         for switch in ("summary", "progress"):
@@ -116,3 +128,13 @@ class Configuration(DataClassJsonMixin):
             if not isinstance(self.cache_dir, str | os.PathLike):
                 raise TypeError(f"Configuration.cache_dir must be a directory path, got {self.cache_dir!r}.")
             self.cache_dir = os.fspath(self.cache_dir)
+        if self.app_concurrency is not None and not isinstance(self.app_concurrency, dict):
+            raise TypeError(
+                'Configuration.app_concurrency must be a dict of app ids to limits, e.g. {"routing": 4}, '
+                f"got {type(self.app_concurrency).__name__} {self.app_concurrency!r}."
+            )
+        for app_id, limit in (self.app_concurrency or {}).items():
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise ValueError(
+                    f"Configuration.app_concurrency[{app_id!r}] must be a whole number of 1 or more, got {limit!r}."
+                )

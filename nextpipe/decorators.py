@@ -3,7 +3,8 @@ Decorators that declare the steps of a flow and how they connect.
 
 ``@step`` marks a function of a :class:`~nextpipe.flow.FlowSpec` subclass as a
 step and is always the innermost decorator; the others (``@needs``,
-``@optional``, ``@repeat``, ``@foreach``, ``@join``, ``@app``) are applied on
+``@optional``, ``@repeat``, ``@foreach``, ``@join``, ``@app``, ``@cache``,
+``@retry``, ``@timeout``, ``@allow_failure``, ``@concurrency``) are applied on
 top of it in any order and store their settings on the step's :class:`Step`.
 
 Mistakes in a declaration (a decorator below ``@step``, ``@repeat`` or
@@ -247,7 +248,7 @@ class Step:
         ``StepType.APP`` once ``@app`` is applied, else ``StepType.DEFAULT``.
     run_ids : list of str
         Ids of the app runs the step made in its latest execution.
-    needs, optional, repeat, foreach, join, app, cache
+    needs, optional, repeat, foreach, join, app, cache, retry, timeout, allow_failure, concurrency
         The settings of the corresponding decorators, ``None`` when not applied.
     """
 
@@ -262,6 +263,10 @@ class Step:
         self.join: Join | None = None
         self.app: App | None = None
         self.cache: Cache | None = None
+        self.retry: Retry | None = None
+        self.timeout: Timeout | None = None
+        self.allow_failure: AllowFailure | None = None
+        self.concurrency: Concurrency | None = None
 
     def __repr__(self) -> str:
         parts = [self.get_id()] + [repr(s) for s in (self.needs, self.repeat, self.app) if s is not None]
@@ -728,3 +733,267 @@ def cache(f: Callable | None = None, *, enabled: bool = True, refresh: bool = Fa
         return function
 
     return decorator
+
+
+# Control of a node's execution: retries, time limits, tolerated failures, concurrency limits.
+
+
+class Retry:
+    """
+    The retry policy of a step, set by ``@retry``.
+
+    Parameters
+    ----------
+    attempts : int
+        Most attempts of a node, the first one included.
+    delay : float
+        Seconds before the second attempt.
+    backoff : float
+        Factor applied to the delay after each further failed attempt.
+    max_delay : float or None
+        Longest delay, in seconds; ``None`` for no cap.
+    jitter : float
+        Relative spread of each delay: a delay ``d`` becomes a random value in ``[d * (1 - jitter), d * (1 + jitter)]``.
+    retry_on : tuple
+        Exception types and predicates ``f(error) -> bool``; a failure is retried when it matches any of them.
+    """
+
+    def __init__(
+        self,
+        attempts: int,
+        delay: float,
+        backoff: float,
+        max_delay: float | None,
+        jitter: float,
+        retry_on: tuple,
+    ):
+        self.attempts = attempts
+        self.delay = delay
+        self.backoff = backoff
+        self.max_delay = max_delay
+        self.jitter = jitter
+        self.retry_on = retry_on
+
+    def __repr__(self) -> str:
+        return f"StepRetry({self.attempts})"
+
+
+class Timeout:
+    """
+    The time limit of each attempt of a step's nodes, set by ``@timeout``.
+
+    Parameters
+    ----------
+    seconds : float
+        Most seconds an attempt may run.
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def __repr__(self) -> str:
+        return f"StepTimeout({self.seconds})"
+
+
+class AllowFailure:
+    """Marker set by ``@allow_failure``: a failed node does not fail the flow; its successors receive ``None``."""
+
+    def __repr__(self) -> str:
+        return "StepAllowFailure()"
+
+
+class Concurrency:
+    """
+    The most nodes of a step that run at once, set by ``@concurrency``.
+
+    Parameters
+    ----------
+    limit : int
+        The limit (1 or more).
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+
+    def __repr__(self) -> str:
+        return f"StepConcurrency({self.limit})"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value  # NaN is no number
+
+
+def _retry_errors(attempts: Any, delay: Any, backoff: Any, max_delay: Any, jitter: Any, retry_on: tuple) -> list[str]:
+    errors = []
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+        errors.append(f"@retry needs a whole number of attempts of 1 or more (the first included), got {attempts!r}.")
+    if not _is_number(delay) or delay < 0 or delay == float("inf"):
+        errors.append(f"@retry needs a delay of 0 seconds or more, got {delay!r}.")
+    if not _is_number(backoff) or backoff < 1 or backoff == float("inf"):
+        errors.append(f"@retry needs a backoff factor of 1 or more (1 keeps the delay constant), got {backoff!r}.")
+    if max_delay is not None and (not _is_number(max_delay) or max_delay < 0):
+        errors.append(f"@retry needs a max_delay of 0 seconds or more, or None, got {max_delay!r}.")
+    if not _is_number(jitter) or not 0 <= jitter <= 1:
+        errors.append(f"@retry needs a jitter between 0 and 1 (a fraction of the delay), got {jitter!r}.")
+    for condition in retry_on:
+        if not (isinstance(condition, type) and issubclass(condition, BaseException)) and (
+            isinstance(condition, type) or not callable(condition)
+        ):
+            errors.append(
+                f"@retry's retry_on takes exception types and predicates f(error) -> bool, got {condition!r}."
+            )
+    return errors
+
+
+def retry(
+    attempts: int = 3,
+    delay: float = 1.0,
+    backoff: float = 2.0,
+    max_delay: float | None = 60.0,
+    jitter: float = 0.0,
+    retry_on: Any = Exception,
+) -> Callable[[Callable], Callable]:
+    """
+    Retry a step's node when it fails.
+
+    Each node is retried on its own (one failed item of a fan-out is retried
+    alone); for an app step each attempt is a new run, and the node keeps the
+    ids of all of them (``node.run_ids``). While it waits for its next attempt
+    the node stays ``running`` and holds no worker thread.
+
+    Parameters
+    ----------
+    attempts : int, default=3
+        Most attempts, the first one included (1 means no retry).
+    delay : float, default=1.0
+        Seconds between the first failure and the second attempt.
+    backoff : float, default=2.0
+        Exponential backoff: each further delay is the previous one times this
+        factor (1 for a constant delay).
+    max_delay : float or None, default=60.0
+        Cap of the delay, in seconds; ``None`` for no cap.
+    jitter : float, default=0.0
+        Randomness of each delay, as a fraction: ``0.2`` draws it uniformly
+        within 20 % of its value either side, so that many nodes failing
+        together do not retry together.
+    retry_on : type, Callable or sequence of them, default=Exception
+        Which failures are retried: exception types (``AppRunError``,
+        ``requests.RequestException``, ``StepTimeoutError``, ...) and
+        predicates ``f(error) -> bool``; a failure matching any is retried.
+        Others fail the node at once.
+
+    Returns
+    -------
+    Callable
+        The decorator.
+
+    Examples
+    --------
+    >>> from nextpipe import FlowSpec, app, retry, step
+    >>> from nextpipe.errors import AppRunError
+    >>> class Flow(FlowSpec):
+    ...     @retry(attempts=3, delay=5.0, retry_on=AppRunError)
+    ...     @app(app_id="routing")
+    ...     @step
+    ...     def solve(data: dict) -> None:
+    ...         pass
+    """
+    conditions = tuple(retry_on) if isinstance(retry_on, list | tuple) else (retry_on,)
+
+    def decorator(function: Callable) -> Callable:
+        definition = _step_of(function, "retry")
+        if definition is None:
+            return function
+        for error in _retry_errors(attempts, delay, backoff, max_delay, jitter, conditions):
+            _record_error(function, error)
+        definition.retry = Retry(attempts, delay, backoff, max_delay, jitter, conditions)
+        return function
+
+    return _flag_if_uncalled(decorator, attempts, "retry", "@retry(attempts=3)")
+
+
+def timeout(seconds: float) -> Callable[[Callable], Callable]:
+    """
+    Limit how long each attempt of a step's nodes may run.
+
+    At the limit the attempt fails with :class:`nextpipe.errors.StepTimeoutError`
+    (retried by ``@retry`` like any failure). An app step's run is canceled on
+    the platform. A Python step cannot be stopped from outside: its node is
+    marked failed and abandoned at once (the flow goes on without it, its late
+    result is ignored, its worker thread is replaced), and the function can
+    stop early by checking :func:`nextpipe.cancelled`.
+
+    Parameters
+    ----------
+    seconds : float
+        Most seconds per attempt (more than 0), counted from the attempt's start.
+
+    Returns
+    -------
+    Callable
+        The decorator.
+    """
+
+    def decorator(function: Callable) -> Callable:
+        definition = _step_of(function, "timeout")
+        if definition is None:
+            return function
+        if not _is_number(seconds) or seconds <= 0 or seconds == float("inf"):
+            _record_error(function, f"@timeout needs a number of seconds above 0, got {seconds!r}.")
+        definition.timeout = Timeout(seconds)
+        return function
+
+    return _flag_if_uncalled(decorator, seconds, "timeout", "@timeout(seconds=60)")
+
+
+def allow_failure(f: Callable | None = None) -> Callable[[Callable], Callable]:
+    """
+    Let a step's nodes fail without failing the flow.
+
+    A failed node (after its retries) ends ``failed`` with result ``None``; its
+    successors receive ``None`` in its place (a ``@join`` sees ``None``
+    entries; a failed ``@foreach`` node fans out over nothing) and the flow
+    goes on.
+
+    Parameters
+    ----------
+    f : None
+        Not to be given: the decorator is used as ``@allow_failure()``.
+
+    Returns
+    -------
+    Callable
+        The decorator.
+    """
+    return _marker_decorator("allow_failure", f, AllowFailure)
+
+
+def concurrency(limit: int) -> Callable[[Callable], Callable]:
+    """
+    Run at most ``limit`` nodes of a step at once; the others wait their turn.
+
+    Waiting nodes stay ``pending`` and hold no worker thread, so they never
+    keep other steps from running. For a limit shared by every step running
+    the same application, see ``Configuration.app_concurrency``.
+
+    Parameters
+    ----------
+    limit : int
+        Most nodes running at once (1 or more).
+
+    Returns
+    -------
+    Callable
+        The decorator.
+    """
+
+    def decorator(function: Callable) -> Callable:
+        definition = _step_of(function, "concurrency")
+        if definition is None:
+            return function
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            _record_error(function, f"@concurrency needs a whole-number limit of 1 or more, got {limit!r}.")
+        definition.concurrency = Concurrency(limit)
+        return function
+
+    return _flag_if_uncalled(decorator, limit, "concurrency", "@concurrency(limit=3)")

@@ -171,7 +171,12 @@ class FlowNode:
         Set by an app node while it creates its run; the event is set once the run exists (or creation failed).
     run_created_at, run_finished_at : datetime.datetime or None
         For an app node, when the platform created and finished its run.
+    run_ids : list of str
+        Ids of the runs of every attempt of an app node (``@retry``), oldest first; ``run_id`` is the latest.
     """
+
+    # Runs of earlier attempts, set only on retried nodes: a class default costs the others nothing.
+    _earlier_run_ids: tuple[str, ...] = ()
 
     def __init__(self, parent: FlowStep, index: int):
         self.parent = parent
@@ -196,6 +201,12 @@ class FlowNode:
 
     def __repr__(self) -> str:
         return f"FlowNode({self.id})"
+
+    @property
+    def run_ids(self) -> list[str]:
+        """list of str: Ids of the runs of every attempt of the node, oldest first."""
+        latest = [self.run_id] if self.run_id and self.run_id not in self._earlier_run_ids else []
+        return [*self._earlier_run_ids, *latest]
 
     @property
     def started_at(self) -> datetime.datetime | None:

@@ -116,6 +116,7 @@ class Pool:
         self._idle = 0  # workers waiting for a job
         self._queued = 0  # jobs submitted and not yet taken by a worker
         self._outstanding = 0  # jobs submitted and not yet finished
+        self._detached: set[threading.Thread] = set()  # workers given up on; they end after their job
         self.threads_started = 0
 
     def run(self, job: Job) -> None:
@@ -155,6 +156,24 @@ class Pool:
         except queue.Empty:
             return None
 
+    def detach(self, worker: threading.Thread) -> None:
+        """
+        Give up on a worker busy with a job that may never return: it no longer counts towards
+        ``max_threads`` (a replacement starts when jobs wait) and it ends once its job returns.
+
+        Parameters
+        ----------
+        worker : threading.Thread
+            A worker thread of this pool; others are ignored.
+        """
+        with self._lock:
+            if worker not in self._workers:
+                return
+            self._workers.remove(worker)
+            self._detached.add(worker)
+            if self._queued > self._idle and len(self._workers) < self.max_threads:
+                self._start_worker()
+
     def join(self) -> None:
         """Wait until every submitted job finished, then stop the workers."""
         with self._all_done:
@@ -191,7 +210,7 @@ class Pool:
 
     def _start_worker(self) -> None:
         worker = threading.Thread(
-            target=self._work_loop, name=f"{THREAD_NAME_PREFIX}worker-{len(self._workers)}", daemon=True
+            target=self._work_loop, name=f"{THREAD_NAME_PREFIX}worker-{self.threads_started}", daemon=True
         )
         self._workers.append(worker)
         self.threads_started += 1
@@ -220,5 +239,10 @@ class Pool:
                     self._outstanding -= 1
                     if self._outstanding == 0:
                         self._all_done.notify_all()
+                    detached = bool(self._detached) and thread in self._detached
+                    if detached:
+                        self._detached.discard(thread)
                 if self._finished is not None:
                     self._finished.put(job)
+            if detached:
+                return

@@ -1,0 +1,185 @@
+"""
+Policies of controlled steps, free of scheduling: retry delays and filters, concurrency limiters, timers.
+
+The runner's controller (``nextpipe._control``) applies them; they know nothing of flows.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from .decorators import Retry
+from .utils import THREAD_NAME_PREFIX, log_internal
+
+
+def retry_delay(retry: Retry, failed_attempts: int) -> float:
+    """
+    Seconds to wait before the next attempt.
+
+    Parameters
+    ----------
+    retry : Retry
+        The step's policy.
+    failed_attempts : int
+        How many attempts failed so far (1 or more).
+
+    Returns
+    -------
+    float
+        ``delay * backoff ** (failed_attempts - 1)``, capped at ``max_delay``, then spread by ``jitter``.
+    """
+    try:
+        delay = retry.delay * retry.backoff ** (failed_attempts - 1)
+    except OverflowError:
+        delay = float("inf")
+    if retry.max_delay is not None:
+        delay = min(delay, retry.max_delay)
+    if retry.jitter:
+        delay *= random.uniform(1 - retry.jitter, 1 + retry.jitter)
+    return delay
+
+
+def should_retry(retry: Retry, error: BaseException) -> bool:
+    """
+    Whether a failure matches the policy's ``retry_on`` filter.
+
+    Parameters
+    ----------
+    retry : Retry
+        The step's policy.
+    error : BaseException
+        Why the attempt failed.
+
+    Returns
+    -------
+    bool
+        True when ``error`` is an instance of one of the exception types, or a
+        predicate returns true for it. A predicate that raises counts as false
+        (and is logged).
+    """
+    for condition in retry.retry_on:
+        if isinstance(condition, type):
+            if isinstance(error, condition):
+                return True
+            continue
+        try:
+            if condition(error):
+                return True
+        except Exception as problem:
+            log_internal(f"The retry_on predicate {condition!r} raised {type(problem).__name__}: {problem}")
+    return False
+
+
+class Limiter:
+    """
+    A concurrency limit: how many holders are active and who waits, in arrival order.
+
+    The caller serializes all access (the runner's lock).
+
+    Parameters
+    ----------
+    limit : int
+        Most active holders.
+    """
+
+    __slots__ = ("active", "limit", "waiting")
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.active = 0
+        self.waiting: deque[Any] = deque()
+
+    def __repr__(self) -> str:
+        return f"Limiter({self.active}/{self.limit}, {len(self.waiting)} waiting)"
+
+
+class Timers:
+    """
+    Calls functions at given times on one thread, started on first use.
+
+    One thread serves every retry delay and time limit of a run, so that ten
+    thousand time-limited nodes do not make ten thousand threads.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, list[Any]]] = []  # (deadline, tie-breaker, [callback or None])
+        self._sequence = itertools.count()  # ties never compare the callbacks
+        self._condition = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> list[Any]:
+        """
+        Call ``callback`` in the timer thread after ``seconds``.
+
+        Parameters
+        ----------
+        seconds : float
+            Delay in seconds.
+        callback : Callable[[], None]
+            What to call; an exception it raises is logged.
+
+        Returns
+        -------
+        list
+            A handle for :meth:`cancel`.
+        """
+        handle = [callback]
+        entry = (time.monotonic() + seconds, next(self._sequence), handle)
+        with self._condition:
+            if self._stopped:
+                return handle
+            heapq.heappush(self._heap, entry)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name=f"{THREAD_NAME_PREFIX}timers", daemon=True)
+                self._thread.start()
+            elif self._heap[0] is entry:
+                self._condition.notify()
+        return handle
+
+    @staticmethod
+    def cancel(handle: list[Any] | None) -> None:
+        """
+        Make a pending call not happen.
+
+        Parameters
+        ----------
+        handle : list or None
+            What :meth:`call_later` returned; ``None`` is ignored.
+        """
+        if handle is not None:
+            handle[0] = None
+
+    def stop(self) -> None:
+        """Drop every pending call and end the thread; later calls of :meth:`call_later` do nothing."""
+        with self._condition:
+            self._stopped = True
+            self._heap.clear()
+            self._condition.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._condition:
+                while True:
+                    if self._stopped:
+                        return
+                    if not self._heap:
+                        self._condition.wait()
+                        continue
+                    wait = self._heap[0][0] - time.monotonic()
+                    if wait <= 0:
+                        callback = heapq.heappop(self._heap)[2][0]
+                        break
+                    self._condition.wait(wait)
+            if callback is not None:
+                try:
+                    callback()
+                except Exception as error:  # a timer must outlive one bad callback
+                    log_internal(f"A timed action failed: {type(error).__name__}: {error}")
