@@ -21,6 +21,7 @@ from typing import Any
 
 from .__about__ import __version__
 from .hooks import FlowHooks
+from .utils import _error_text
 
 INSTRUMENTATION_NAME = "nextpipe"
 """Name of the tracer (the instrumentation scope of nextpipe's spans)."""
@@ -94,7 +95,7 @@ class TracingHook(FlowHooks):
         if node.run_id:
             span.set_attribute("nextpipe.run.id", node.run_id)
         if error is not None:
-            text = str(error) or type(error).__name__
+            text = _error_text(error)
             span.set_attribute("nextpipe.error", text)
             if isinstance(error, BaseException):
                 span.set_attribute("error.type", type(error).__qualname__)
@@ -136,7 +137,7 @@ class TracingHook(FlowHooks):
         with self._lock:
             span = self._open_spans(flow).get(node)
         if span is not None:
-            text = str(error) or type(error).__name__
+            text = _error_text(error)
             span.add_event("retry", {"nextpipe.attempt": attempt, "nextpipe.delay": delay, "nextpipe.error": text})
 
     def flow_end(self, flow: Any, error: BaseException | None) -> None:
@@ -149,6 +150,6 @@ class TracingHook(FlowHooks):
             return
         if error is not None:
             flow_span.record_exception(error)
-            flow_span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, str(error) or type(error).__name__))
+            flow_span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, _error_text(error)))
         flow_span.set_attribute("nextpipe.status", "failed" if error is not None else "succeeded")
         flow_span.end()
