@@ -268,12 +268,12 @@ class SummaryHook(FlowHooks):
         self.log_table = log_table
 
     def flow_start(self, flow: Any) -> None:
-        """Record the run's start."""
+        """Record the run's start (parameters: :meth:`FlowHooks.flow_start`)."""
         now = datetime.datetime.now(datetime.timezone.utc)
         setattr(flow, _RUN_TIMES_ATTR, _RunTimes(started_at=now, started=time.perf_counter()))
 
     def flow_end(self, flow: Any, error: BaseException | None) -> None:
-        """Record the run's end and log the summary table."""
+        """Record the run's end and log the summary table (parameters: :meth:`FlowHooks.flow_end`)."""
         ended = time.perf_counter()
         start: _RunTimes = getattr(flow, _RUN_TIMES_ATTR, None) or _RunTimes(started=ended)
         finished_at = datetime.datetime.now(datetime.timezone.utc)
