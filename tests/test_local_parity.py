@@ -19,6 +19,7 @@ import tempfile
 from typing import Any
 
 import nextmv
+import nextmv.local
 import pydantic
 import pytest
 from nextmv.local import executor as sdk_executor
@@ -345,3 +346,31 @@ def test_runs_started_in_an_unknown_way_still_run_and_the_loss_is_logged_once(
     err = capfd.readouterr().err
     assert err.count("starts local runs in a way nextpipe does not know: a local run cannot be stopped") == 1
     assert err.count("lacks nextmv._serialization.deflated_serialize_json") == 1
+
+
+class LiveLogsFlow(FlowSpec):
+    @app(app_id="echo", emit_live_logs=True, polling_options=fast_polling(60))
+    @step
+    def echo() -> None:
+        """Logs one line."""
+
+
+def test_a_poll_that_reads_a_half_written_state_is_tried_again(
+    apps: dict[str, str], monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    torn = {"run_result_with_polling": 1, "run_logs_with_polling": 1}  # the first poll of each reads a torn file
+    for name in torn:
+        sdk_poll = getattr(nextmv.local.Application, name)
+
+        def poll(self: Any, *args: Any, _name: str = name, _sdk_poll: Any = sdk_poll, **options: Any) -> Any:
+            if torn[_name]:
+                torn[_name] -= 1
+                raise json.JSONDecodeError("half-written", "{", 1)
+            return _sdk_poll(self, *args, **options)
+
+        monkeypatch.setattr(nextmv.local.Application, name, poll)
+    flow = LiveLogsFlow("torn", {"a": 1}, conf=Configuration(local_apps=apps))
+    flow.run()
+    assert flow.get_result(flow.echo)["solution"] == {"a": 1}
+    assert torn == {"run_result_with_polling": 0, "run_logs_with_polling": 0}
+    assert capfd.readouterr().err.count("[echo_0] echo [") == 1

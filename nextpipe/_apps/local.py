@@ -171,29 +171,25 @@ class LocalApp:
         stop = polling.stop or (lambda: False)
         if executor is not None:
             polling.stop = lambda: stop() or executor.poll() is not None
-        for attempt in range(TORN_READ_RETRIES):
-            try:
-                result = self.sdk_app.run_result_with_polling(
+        try:
+            result = _retrying_torn_reads(
+                polling,
+                lambda: self.sdk_app.run_result_with_polling(
                     run_id=run_id, polling_options=polling, output_dir_path=output_dir
-                )
-                break
-            except json.JSONDecodeError:
-                if attempt == TORN_READ_RETRIES - 1:
-                    raise
-                polling.initial_delay = 0.01
-            except AttributeError:  # the SDK's poll gave None: a stop
-                if executor is None or stop():
-                    raise
-                # The executor ended; it records the run's final state before it does.
-                with self._stopping:
-                    state = self._state(run_id)
-                    if state is None or state["metadata"]["status_v2"] not in FINAL_STATES:
-                        _end_processes(executor)  # the app may outlive a killed executor
-                        code = executor.returncode
-                        error = f"its executor process ended (exit code {code}) unfinished"
-                        record_end(self._state_file(run_id), "failed", error)
-                result = self.sdk_app.run_result(run_id, output_dir_path=output_dir)
-                break
+                ),
+            )
+        except AttributeError:  # the SDK's poll gave None: a stop
+            if executor is None or stop():
+                raise
+            # The executor ended; it records the run's final state before it does.
+            with self._stopping:
+                state = self._state(run_id)
+                if state is None or state["metadata"]["status_v2"] not in FINAL_STATES:
+                    _end_processes(executor)  # the app may outlive a killed executor
+                    code = executor.returncode
+                    error = f"its executor process ended (exit code {code}) unfinished"
+                    record_end(self._state_file(run_id), "failed", error)
+            result = self.sdk_app.run_result(run_id, output_dir_path=output_dir)
         result.console_url = self.run_url(run_id)
         return result
 
@@ -201,24 +197,21 @@ class LocalApp:
         self, run_id: str, polling: nextmv.PollingOptions, log_func: Callable[[str], None]
     ) -> None:
         """Relay the run's log lines as they come (the SDK's ``run_logs_with_polling``), each line once."""
-        relayed = 0  # lines relayed so far: a poll tried again starts from the first line
-        for attempt in range(TORN_READ_RETRIES):
+        relayed = seen = 0  # lines relayed so far, and seen by this poll: a poll tried again starts from the first
+
+        def relay(line: str) -> None:
+            nonlocal relayed, seen
+            seen += 1
+            if seen > relayed:
+                relayed = seen
+                log_func(line)
+
+        def follow() -> None:
+            nonlocal seen
             seen = 0
+            self.sdk_app.run_logs_with_polling(run_id=run_id, polling_options=polling, log_func=relay)
 
-            def relay(line: str) -> None:
-                nonlocal relayed, seen
-                seen += 1
-                if seen > relayed:
-                    relayed = seen
-                    log_func(line)
-
-            try:
-                self.sdk_app.run_logs_with_polling(run_id=run_id, polling_options=polling, log_func=relay)
-                return
-            except json.JSONDecodeError:  # a poll read the run's state half-written
-                if attempt == TORN_READ_RETRIES - 1:
-                    raise
-                polling.initial_delay = 0.01
+        _retrying_torn_reads(polling, follow)
 
     def cancel(self, run_id: str) -> None:
         """End the run's processes (the executor, ``uv`` and the app) and record the run as canceled."""
@@ -270,6 +263,17 @@ class LocalApp:
             except OSError:
                 return None
         return None
+
+
+def _retrying_torn_reads(polling: nextmv.PollingOptions, poll: Callable[[], Any]) -> Any:
+    """Return what ``poll`` returns, polling again at once while it reads the run's state half-written."""
+    for attempt in range(TORN_READ_RETRIES):
+        try:
+            return poll()
+        except json.JSONDecodeError:
+            if attempt == TORN_READ_RETRIES - 1:
+                raise
+            polling.initial_delay = 0.01
 
 
 def _log_once(text: str) -> None:
