@@ -66,7 +66,7 @@ class Configuration(DataClassJsonMixin):
     cache_max_age: float | None = DEFAULT_CACHE_MAX_AGE
 
     def __post_init__(self) -> None:
-        for switch in ("summary", "progress"):
+        for switch in ("summary", "progress", "cache"):
             if not isinstance(getattr(self, switch), bool):
                 raise ValueError(f"Configuration.{switch} must be True or False, got {getattr(self, switch)!r}.")
         if isinstance(self.thread_count, bool) or not isinstance(self.thread_count, int) or self.thread_count < 0:
@@ -93,8 +93,6 @@ class Configuration(DataClassJsonMixin):
             )
         if local_apps is not None:
             self.local_apps = {app_id: os.fspath(directory) for app_id, directory in local_apps.items()}
-        if not isinstance(self.cache, bool):
-            raise ValueError(f"Configuration.cache must be True or False, got {self.cache!r}.")
         if self.cache_max_age is not None and (
             isinstance(self.cache_max_age, bool)
             or not isinstance(self.cache_max_age, int | float)
