@@ -30,7 +30,7 @@ from nextmv import local
 from nextmv.local import runner
 from nextmv.local.local import NEXTMV_DIR, RUNS_KEY
 
-from ..utils import log
+from ..utils import log, log_internal
 from .local_executor import FINAL_STATES, missing_sdk_names, record_end
 
 try:
@@ -282,7 +282,7 @@ def _log_once(text: str) -> None:
         if text in _logged:
             return
         _logged.add(text)
-    log(text)
+    log_internal(text)
 
 
 def _text_configuration(configuration: Any) -> nextmv.RunConfiguration:
