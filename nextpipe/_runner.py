@@ -35,7 +35,7 @@ from .constants import STATUS_FAILED, STATUS_RUNNING, STATUS_SUCCEEDED
 from .graph import FlowGraph, FlowNode, FlowStep
 from .hooks import RunHooks
 from .threads import Job, Pool
-from .utils import log_internal
+from .utils import _error_text, log_internal
 
 RUN_CREATION_GRACE = 5.0
 """Most seconds a failing flow waits for app runs being created, so that it can cancel them."""
@@ -270,7 +270,7 @@ class Runner:
         except Exception as error:
             raise RuntimeError(
                 f"Flow failed: Step {definition.get_id()} failed: its @optional condition raised "
-                f"{type(error).__name__}: {_text(error)}"
+                f"{type(error).__name__}: {_error_text(error)}"
             ) from error
         if skip:
             log_internal(f"Skipping step {definition.get_id()}")
@@ -361,7 +361,7 @@ class Runner:
                 node.status = STATUS_SUCCEEDED
             else:
                 node.status = STATUS_FAILED
-                node.error = _text(tolerated)
+                node.error = _error_text(tolerated)
             node.done = True
             step = node.parent
             self._open_nodes[step] -= 1
@@ -383,7 +383,7 @@ class Runner:
         with self.lock_running:
             if self._stopping or self._running.pop(node, None) is None:  # also a node that did not start
                 return
-            text = _text(error)
+            text = _error_text(error)
             node.status = STATUS_FAILED
             node.error = text
             node.done = True
@@ -404,7 +404,7 @@ class Runner:
         if not self.fail:
             with self.lock_fail:
                 self.fail = True
-                self.fail_reason = _text(error).removeprefix("Flow failed: ")
+                self.fail_reason = _error_text(error).removeprefix("Flow failed: ")
             self._error = error
 
     def _abort(self, error: BaseException) -> None:
@@ -430,15 +430,6 @@ class Runner:
             if node.cancel_run is not None:
                 node.cancel_run()
         self._changed()
-
-
-def _text(error: BaseException) -> str:
-    """The message of an exception; its type name when the message is empty or cannot be read."""
-    try:
-        text = str(error)
-    except Exception as problem:
-        return f"{type(error).__name__} (its message could not be read: {type(problem).__name__})"
-    return text or type(error).__name__
 
 
 def _user_traceback(error: BaseException) -> str:

@@ -78,7 +78,7 @@ class Configuration(DataClassJsonMixin):
     tolerate_failed_app_runs: bool = False
 
     def __post_init__(self) -> None:
-        for switch in ("summary", "progress"):
+        for switch in ("summary", "progress", "cache", "tolerate_failed_app_runs"):
             if not isinstance(getattr(self, switch), bool):
                 raise ValueError(f"Configuration.{switch} must be True or False, got {getattr(self, switch)!r}.")
         if isinstance(self.thread_count, bool) or not isinstance(self.thread_count, int) or self.thread_count < 0:
@@ -113,8 +113,6 @@ class Configuration(DataClassJsonMixin):
                     f"Configuration.local_apps maps {empty[0]!r} to {self.local_apps[empty[0]]!r}: give a non-empty "
                     'app id and its local app directory, e.g. {"echo": "apps/echo"}.'
                 )
-        if not isinstance(self.cache, bool):
-            raise ValueError(f"Configuration.cache must be True or False, got {self.cache!r}.")
         if self.cache_max_age is not None and (
             isinstance(self.cache_max_age, bool)
             or not isinstance(self.cache_max_age, int | float)

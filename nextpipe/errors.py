@@ -7,6 +7,17 @@ class AppRunError(RuntimeError):
     """
     An app run ended without success (status ``failed`` or ``canceled``) or could not be followed.
 
+    Parameters
+    ----------
+    message : str
+        The error's text; it names the app and the run.
+    app_id : str
+        The application.
+    run_id : str, optional
+        The run, when it was created.
+    status : str, optional
+        The run's final status, when it ended (``None`` when polling was stopped or gave up).
+
     Attributes
     ----------
     app_id : str

@@ -33,25 +33,94 @@ class FlowHooks:
     """
 
     def flow_start(self, flow: Any) -> None:
-        """Called when ``run()`` starts, before any node starts."""
+        """
+        Called when ``run()`` starts, before any node starts.
+
+        Parameters
+        ----------
+        flow : FlowSpec
+            The flow being run.
+        """
 
     def flow_end(self, flow: Any, error: BaseException | None) -> None:
-        """Called when ``run()`` ends; ``error`` is what it raises, ``None`` on success."""
+        """
+        Called when ``run()`` ends, also when it fails or is interrupted.
+
+        Parameters
+        ----------
+        flow : FlowSpec
+            The flow that ran.
+        error : BaseException or None
+            What ``run()`` raises (a ``KeyboardInterrupt`` for Ctrl-C and SIGTERM); ``None`` on success.
+        """
 
     def node_start(self, flow: Any, node: Any) -> None:
-        """Called when a node starts running (its status is ``running``)."""
+        """
+        Called when a node starts running, in the node's worker thread.
+
+        Parameters
+        ----------
+        flow : FlowSpec
+            The flow being run.
+        node : FlowNode
+            The node; its status is ``running`` and ``started_at`` is set.
+        """
 
     def node_skip(self, flow: Any, node: Any) -> None:
-        """Called for the single node of a step skipped by ``@optional``."""
+        """
+        Called for the single node of a step skipped by ``@optional``.
+
+        Parameters
+        ----------
+        flow : FlowSpec
+            The flow being run.
+        node : FlowNode
+            The skipped step's node (status ``succeeded``, no result, ``duration`` 0.0).
+        """
 
     def node_success(self, flow: Any, node: Any) -> None:
-        """Called when a node succeeded (its ``result`` is set)."""
+        """
+        Called when a node succeeded, in the node's worker thread.
+
+        Parameters
+        ----------
+        flow : FlowSpec
+            The flow being run.
+        node : FlowNode
+            The node; its ``result``, ``finished_at`` and ``duration`` (seconds) are set.
+        """
 
     def node_failure(self, flow: Any, node: Any, error: BaseException) -> None:
-        """Called when a node failed (its ``error`` is set), before the flow fails."""
+        """
+        Called when a node failed, before the flow fails, in the node's worker thread.
+
+        Parameters
+        ----------
+        flow : FlowSpec
+            The flow being run.
+        node : FlowNode
+            The node; its ``error`` (text), ``finished_at`` and ``duration`` (seconds) are set.
+        error : BaseException
+            What the node raised.
+        """
 
     def node_retry(self, flow: Any, node: Any, error: BaseException, attempt: int, delay: float) -> None:
-        """Called when attempt ``attempt`` (1-based) of a node failed with ``error`` and is retried in ``delay`` s."""
+        """
+        Called when an attempt of a node failed and the node is tried again.
+
+        Parameters
+        ----------
+        flow : FlowSpec
+            The flow being run.
+        node : FlowNode
+            The node, still ``running``.
+        error : BaseException
+            What the failed attempt raised.
+        attempt : int
+            The number of the failed attempt, from 1.
+        delay : float
+            Seconds until the next attempt starts.
+        """
 
 
 EVENTS = ("flow_start", "flow_end", "node_start", "node_skip", "node_success", "node_failure", "node_retry")

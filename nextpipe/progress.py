@@ -141,7 +141,7 @@ class ProgressHook(FlowHooks):
         self._live: Any = None
 
     def flow_start(self, flow: Any) -> None:
-        """Start the live display, unless another flow shows one."""
+        """Start the live display, unless another flow shows one (parameters: :meth:`FlowHooks.flow_start`)."""
         if not _display_lock.acquire(blocking=False):
             return
         try:
@@ -164,7 +164,7 @@ class ProgressHook(FlowHooks):
             raise
 
     def flow_end(self, flow: Any, error: BaseException | None) -> None:
-        """Stop the live display."""
+        """Stop the live display (parameters: :meth:`FlowHooks.flow_end`)."""
         live, self._live = self._live, None
         if live is None:
             return

@@ -115,6 +115,11 @@ def file_digest(path: str) -> str:
     -------
     str
         The hexadecimal digest.
+
+    Raises
+    ------
+    OSError
+        When the file cannot be read.
     """
     digest = hashlib.sha256()
     with open(path, "rb") as file:
@@ -139,6 +144,11 @@ def directory_digest(path: str, exclude: frozenset[str] = frozenset()) -> str:
     str
         The hexadecimal SHA-256 digest of the sorted ``(relative path, content digest)`` pairs;
         paths use ``/`` on every system.
+
+    Raises
+    ------
+    OSError
+        When a file cannot be read.
     """
     files = []
     for root, directories, names in os.walk(path):

@@ -22,7 +22,7 @@ from dataclasses_json import DataClassJsonMixin, config
 
 from .constants import STATUS_FAILED, STATUS_PENDING, STATUS_RUNNING, STATUS_SUCCEEDED
 from .hooks import FlowHooks
-from .utils import _log, logger
+from .utils import _error_text, _log, logger
 
 STATUS_SKIPPED = "skipped"
 """Status of a step (and of its single node) skipped by ``@optional``."""
@@ -180,7 +180,7 @@ def summarize(flow: Any) -> RunSummary:
         status = STATUS_CANCELED
     else:
         status = STATUS_FAILED
-    error = None if times.error is None else str(times.error) or type(times.error).__name__
+    error = None if times.error is None else _error_text(times.error)
     steps = [summarize_step(step) for step in flow.graph.steps] if times.started_at is not None else []
     return RunSummary(flow.name, status, times.started_at, times.finished_at, times.duration, error, steps)
 
@@ -268,12 +268,12 @@ class SummaryHook(FlowHooks):
         self.log_table = log_table
 
     def flow_start(self, flow: Any) -> None:
-        """Record the run's start."""
+        """Record the run's start (parameters: :meth:`FlowHooks.flow_start`)."""
         now = datetime.datetime.now(datetime.timezone.utc)
         setattr(flow, _RUN_TIMES_ATTR, _RunTimes(started_at=now, started=time.perf_counter()))
 
     def flow_end(self, flow: Any, error: BaseException | None) -> None:
-        """Record the run's end and log the summary table."""
+        """Record the run's end and log the summary table (parameters: :meth:`FlowHooks.flow_end`)."""
         ended = time.perf_counter()
         start: _RunTimes = getattr(flow, _RUN_TIMES_ATTR, None) or _RunTimes(started=ended)
         finished_at = datetime.datetime.now(datetime.timezone.utc)

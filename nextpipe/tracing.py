@@ -21,6 +21,7 @@ from typing import Any
 
 from .__about__ import __version__
 from .hooks import FlowHooks
+from .utils import _error_text
 
 INSTRUMENTATION_NAME = "nextpipe"
 """Name of the tracer (the instrumentation scope of nextpipe's spans)."""
@@ -67,7 +68,7 @@ class TracingHook(FlowHooks):
         self._runs: dict[int, tuple[Any, dict[Any, Any]]] = {}
 
     def flow_start(self, flow: Any) -> None:
-        """Start the run's span."""
+        """Start the run's span (parameters: :meth:`FlowHooks.flow_start`)."""
         attributes = {"nextpipe.flow.name": flow.name, "nextpipe.flow.class": type(flow).__name__}
         span = self._tracer.start_span(f"flow {flow.name}", attributes=attributes)
         with self._lock:
@@ -94,7 +95,7 @@ class TracingHook(FlowHooks):
         if node.run_id:
             span.set_attribute("nextpipe.run.id", node.run_id)
         if error is not None:
-            text = str(error) or type(error).__name__
+            text = _error_text(error)
             span.set_attribute("nextpipe.error", text)
             if isinstance(error, BaseException):
                 span.set_attribute("error.type", type(error).__qualname__)
@@ -108,39 +109,39 @@ class TracingHook(FlowHooks):
         return run[1] if run is not None else {}
 
     def node_start(self, flow: Any, node: Any) -> None:
-        """Start the node's span."""
+        """Start the node's span (parameters: :meth:`FlowHooks.node_start`)."""
         span = self._start_node_span(flow, node)
         with self._lock:
             self._open_spans(flow)[node] = span
 
     def node_skip(self, flow: Any, node: Any) -> None:
-        """Record the skipped step's node as a span of its own."""
+        """Record the skipped step's node as a span of its own (parameters: :meth:`FlowHooks.node_skip`)."""
         self._end_node_span(self._start_node_span(flow, node), node, "skipped")
 
     def node_success(self, flow: Any, node: Any) -> None:
-        """End the node's span."""
+        """End the node's span (parameters: :meth:`FlowHooks.node_success`)."""
         with self._lock:
             span = self._open_spans(flow).pop(node, None)
         if span is not None:
             self._end_node_span(span, node, node.status)
 
     def node_failure(self, flow: Any, node: Any, error: BaseException) -> None:
-        """End the node's span with the error."""
+        """End the node's span with the error (parameters: :meth:`FlowHooks.node_failure`)."""
         with self._lock:
             span = self._open_spans(flow).pop(node, None)
         if span is not None:
             self._end_node_span(span, node, "failed", error)
 
     def node_retry(self, flow: Any, node: Any, error: BaseException, attempt: int, delay: float) -> None:
-        """Note the failed attempt on the node's span."""
+        """Note the failed attempt on the node's span (parameters: :meth:`FlowHooks.node_retry`)."""
         with self._lock:
             span = self._open_spans(flow).get(node)
         if span is not None:
-            text = str(error) or type(error).__name__
+            text = _error_text(error)
             span.add_event("retry", {"nextpipe.attempt": attempt, "nextpipe.delay": delay, "nextpipe.error": text})
 
     def flow_end(self, flow: Any, error: BaseException | None) -> None:
-        """End the spans of nodes the run left unfinished (canceled), then the run's span."""
+        """End the run's span after the spans of nodes left unfinished (parameters: :meth:`FlowHooks.flow_end`)."""
         with self._lock:
             flow_span, left = self._runs.pop(id(flow), (None, {}))
         for node, span in left.items():
@@ -149,6 +150,6 @@ class TracingHook(FlowHooks):
             return
         if error is not None:
             flow_span.record_exception(error)
-            flow_span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, str(error) or type(error).__name__))
+            flow_span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, _error_text(error)))
         flow_span.set_attribute("nextpipe.status", "failed" if error is not None else "succeeded")
         flow_span.end()

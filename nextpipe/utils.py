@@ -162,6 +162,15 @@ def _log(source: logging.Logger, step: str, message: str, attributes: dict[str, 
         pass
 
 
+def _error_text(error: BaseException) -> str:
+    """The message of an exception; its type name when the message is empty or cannot be read."""
+    try:
+        text = str(error)
+    except Exception as problem:
+        return f"{type(error).__name__} (its message could not be read: {type(problem).__name__})"
+    return text or type(error).__name__
+
+
 def _current_step_name() -> str:
     name = threading.current_thread().name
     if name.startswith(THREAD_NAME_PREFIX):

@@ -9,16 +9,21 @@ Each test runs the same flow twice: once with the app mapped to a real local app
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import pathlib
 import random
 import shutil
+import subprocess
 import tempfile
 from typing import Any
 
 import nextmv
+import nextmv.local
 import pydantic
 import pytest
+from nextmv.local import executor as sdk_executor
+from nextmv.local import runner
 
 pytest.register_assert_rewrite("emulator_fixtures")
 
@@ -26,6 +31,7 @@ from emulator_fixtures import fast_polling  # noqa: E402
 from platform_emulator import PlatformEmulator  # noqa: E402
 
 from nextpipe import AppRunConfig, Configuration, FlowSpec, app, foreach, needs, step  # noqa: E402
+from nextpipe._apps import local as local_module  # noqa: E402
 from nextpipe._apps.cloud import CloudApp  # noqa: E402
 from nextpipe._apps.local import LocalApp  # noqa: E402
 from nextpipe._apps.run import _polling_options  # noqa: E402
@@ -292,3 +298,79 @@ def test_input_that_is_not_json_fails_alike_and_makes_no_run(
     assert errors[0] == errors[1] and "the input of app probe cannot be sent as JSON" in errors[0]
     assert platform_env.runs_for("probe") == []
     assert (set(runs.iterdir()) if runs.exists() else set()) == runs_before
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# A nextmv whose private parts differ: local runs still work, as the SDK makes them, and the loss is logged once
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_sdk_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK check and the once-only log lines start afresh (and are restored after the test)."""
+    monkeypatch.setattr(local_module, "_sdk_support", functools.cache(local_module._sdk_support.__wrapped__))
+    monkeypatch.setattr(local_module, "_logged", set())
+
+
+def test_without_the_executors_private_functions_local_runs_use_the_sdks_executor(
+    apps: dict[str, str],
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_sdk_check: None,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delattr(sdk_executor, "_copy_new_or_modified_files")
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "orders.csv").write_text("id,qty\n1,5\n")
+    for name in ("first", "second"):
+        flow = PassthroughFlow(name, str(inputs), conf=Configuration(local_apps=apps))
+        flow.run()
+        outputs = read_tree(flow.get_result(flow.copy))
+        # The SDK's executor ran: it leaves out files named like the app's own files.
+        assert "main.py" not in outputs and "app.yaml" not in outputs
+    assert capfd.readouterr().err.count("lacks nextmv.local.executor._copy_new_or_modified_files") == 1
+
+
+def test_runs_started_in_an_unknown_way_still_run_and_the_loss_is_logged_once(
+    apps: dict[str, str], monkeypatch: pytest.MonkeyPatch, fresh_sdk_check: None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(runner, "subprocess", subprocess)  # nextpipe never sees the executor's process
+    monkeypatch.setattr(local_module, "deflated_serialize_json", None)
+    for name in ("first", "second"):
+        flow = FullResultFlow(name, {"a": 1}, conf=Configuration(local_apps=apps))
+        flow.run()
+        result = flow.get_result(flow.probe)
+        assert result.metadata.status_v2 == nextmv.StatusV2.succeeded
+        assert json.loads(result.output["solution"]["stdin"]) == {"a": 1}
+    err = capfd.readouterr().err
+    assert err.count("starts local runs in a way nextpipe does not know: a local run cannot be stopped") == 1
+    assert err.count("lacks nextmv._serialization.deflated_serialize_json") == 1
+
+
+class LiveLogsFlow(FlowSpec):
+    @app(app_id="echo", emit_live_logs=True, polling_options=fast_polling(60))
+    @step
+    def echo() -> None:
+        """Logs one line."""
+
+
+def test_a_poll_that_reads_a_half_written_state_is_tried_again(
+    apps: dict[str, str], monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    torn = {"run_result_with_polling": 1, "run_logs_with_polling": 1}  # the first poll of each reads a torn file
+    for name in torn:
+        sdk_poll = getattr(nextmv.local.Application, name)
+
+        def poll(self: Any, *args: Any, _name: str = name, _sdk_poll: Any = sdk_poll, **options: Any) -> Any:
+            if torn[_name]:
+                torn[_name] -= 1
+                raise json.JSONDecodeError("half-written", "{", 1)
+            return _sdk_poll(self, *args, **options)
+
+        monkeypatch.setattr(nextmv.local.Application, name, poll)
+    flow = LiveLogsFlow("torn", {"a": 1}, conf=Configuration(local_apps=apps))
+    flow.run()
+    assert flow.get_result(flow.echo)["solution"] == {"a": 1}
+    assert torn == {"run_result_with_polling": 0, "run_logs_with_polling": 0}
+    assert capfd.readouterr().err.count("[echo_0] echo [") == 1

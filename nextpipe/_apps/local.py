@@ -6,12 +6,16 @@ output file comes back, the result's metadata names the app. The SDK starts each
 a new session, and keeps no handle on it; for the runs it creates, nextpipe starts its own executor
 (``local_executor.py``) in its place and keeps the process, so that a run can be stopped (its whole process
 group ends and its state reads ``canceled``) and an executor that dies is noticed instead of polled forever.
+
+Both rely on private parts of the SDK. With a nextmv that lacks one of them, local runs still work as the SDK
+makes them, with less: nextpipe logs once what is missing and what it costs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import os
 import signal
@@ -23,12 +27,16 @@ from typing import Any
 
 import nextmv
 from nextmv import local
-from nextmv._serialization import deflated_serialize_json
 from nextmv.local import runner
 from nextmv.local.local import NEXTMV_DIR, RUNS_KEY
 
-from ..utils import log
-from .local_executor import FINAL_STATES, record_end
+from ..utils import log, log_internal
+from .local_executor import FINAL_STATES, missing_sdk_names, record_end
+
+try:
+    from nextmv._serialization import deflated_serialize_json
+except ImportError:  # reported by LocalApp.new_run: a dict input then goes to the SDK as it is
+    deflated_serialize_json = None
 
 FAILURE_LOG_LINES = 10
 """How many of its last log lines a failed local run's error shows."""
@@ -39,6 +47,8 @@ STOP_GRACE = 2.0
 """Seconds a stopped run's processes get to end on SIGTERM before they are killed."""
 TORN_READ_RETRIES = 20
 """How often a read of a run's state is tried in all: the executor rewrites the file in place."""
+_logged: set[str] = set()
+_logged_lock = threading.Lock()
 _started = threading.local()  # in a thread creating a run for nextpipe: ``waiting``, then the executor ``process``
 
 
@@ -54,13 +64,27 @@ class _Subprocess:
     @staticmethod
     def Popen(args: list[str], **options: Any) -> subprocess.Popen:  # noqa: N802 (the name the SDK calls)
         ours = getattr(_started, "waiting", False) and args[-1] == _SDK_EXECUTOR
-        process = subprocess.Popen([*args[:-1], _EXECUTOR] if ours else args, **options)
+        process = subprocess.Popen([*args[:-1], _EXECUTOR] if ours and _sdk_support() else args, **options)
         if ours:
             _started.process = process
         return process
 
 
-runner.subprocess = _Subprocess()
+if hasattr(runner, "subprocess"):  # else no run is ours: the SDK's behaviour, reported by LocalApp.new_run
+    runner.subprocess = _Subprocess()
+
+
+@functools.cache
+def _sdk_support() -> bool:
+    """Whether local runs start in nextpipe's executor; when this nextmv lacks a part of it, log so, once."""
+    missing = missing_sdk_names()
+    if missing:
+        _log_once(
+            f"nextmv {nextmv.__version__} lacks {', '.join(missing)}: local app runs start in the SDK's own executor, "
+            "so their outputs leave out files named like an input or an app file, their output size reads 0, and a "
+            "run whose flow process died goes on. nextmv 1.10.3 to 1.13 have what nextpipe's executor needs."
+        )
+    return not missing
 
 
 def _local_polling_interval() -> Callable[[], float]:
@@ -103,7 +127,12 @@ class LocalApp:
         value = request.get("input")
         if isinstance(value, nextmv.Input) and value.input_format in ("json", "text"):
             value = value.data
-        if isinstance(value, dict):
+        if isinstance(value, dict) and deflated_serialize_json is None:
+            _log_once(
+                f"nextmv {nextmv.__version__} lacks nextmv._serialization.deflated_serialize_json: a JSON input "
+                "goes to a local app as the SDK sends it (a date in it fails the run)."
+            )
+        elif isinstance(value, dict):
             request["input"] = json.loads(deflated_serialize_json(value))
         elif isinstance(value, str):
             request["input"] = value
@@ -114,7 +143,11 @@ class LocalApp:
         finally:
             _started.waiting = False
         if _started.process is None:
-            raise RuntimeError(f"this nextmv version ({nextmv.__version__}) starts local runs in an unknown way")
+            _log_once(
+                f"nextmv {nextmv.__version__} starts local runs in a way nextpipe does not know: a local run cannot "
+                "be stopped (its app runs on after the flow failed or was interrupted), and a run whose executor "
+                "died is waited for until the polling's max_duration."
+            )
         self._executors[run_id] = _started.process
         return run_id
 
@@ -136,30 +169,27 @@ class LocalApp:
         """
         executor = self._executors[run_id]
         stop = polling.stop or (lambda: False)
-        polling.stop = lambda: stop() or executor.poll() is not None
-        for attempt in range(TORN_READ_RETRIES):
-            try:
-                result = self.sdk_app.run_result_with_polling(
+        if executor is not None:
+            polling.stop = lambda: stop() or executor.poll() is not None
+        try:
+            result = _retrying_torn_reads(
+                polling,
+                lambda: self.sdk_app.run_result_with_polling(
                     run_id=run_id, polling_options=polling, output_dir_path=output_dir
-                )
-                break
-            except json.JSONDecodeError:
-                if attempt == TORN_READ_RETRIES - 1:
-                    raise
-                polling.initial_delay = 0.01
-            except AttributeError:  # the SDK's poll gave None: a stop
-                if stop():
-                    raise
-                # The executor ended; it records the run's final state before it does.
-                with self._stopping:
-                    state = self._state(run_id)
-                    if state is None or state["metadata"]["status_v2"] not in FINAL_STATES:
-                        _end_processes(executor)  # the app may outlive a killed executor
-                        code = executor.returncode
-                        error = f"its executor process ended (exit code {code}) unfinished"
-                        record_end(self._state_file(run_id), "failed", error)
-                result = self.sdk_app.run_result(run_id, output_dir_path=output_dir)
-                break
+                ),
+            )
+        except AttributeError:  # the SDK's poll gave None: a stop
+            if executor is None or stop():
+                raise
+            # The executor ended; it records the run's final state before it does.
+            with self._stopping:
+                state = self._state(run_id)
+                if state is None or state["metadata"]["status_v2"] not in FINAL_STATES:
+                    _end_processes(executor)  # the app may outlive a killed executor
+                    code = executor.returncode
+                    error = f"its executor process ended (exit code {code}) unfinished"
+                    record_end(self._state_file(run_id), "failed", error)
+            result = self.sdk_app.run_result(run_id, output_dir_path=output_dir)
         result.console_url = self.run_url(run_id)
         return result
 
@@ -167,30 +197,28 @@ class LocalApp:
         self, run_id: str, polling: nextmv.PollingOptions, log_func: Callable[[str], None]
     ) -> None:
         """Relay the run's log lines as they come (the SDK's ``run_logs_with_polling``), each line once."""
-        relayed = 0  # lines relayed so far: a poll tried again starts from the first line
-        for attempt in range(TORN_READ_RETRIES):
+        relayed = seen = 0  # lines relayed so far, and seen by this poll: a poll tried again starts from the first
+
+        def relay(line: str) -> None:
+            nonlocal relayed, seen
+            seen += 1
+            if seen > relayed:
+                relayed = seen
+                log_func(line)
+
+        def follow() -> None:
+            nonlocal seen
             seen = 0
+            self.sdk_app.run_logs_with_polling(run_id=run_id, polling_options=polling, log_func=relay)
 
-            def relay(line: str) -> None:
-                nonlocal relayed, seen
-                seen += 1
-                if seen > relayed:
-                    relayed = seen
-                    log_func(line)
-
-            try:
-                self.sdk_app.run_logs_with_polling(run_id=run_id, polling_options=polling, log_func=relay)
-                return
-            except json.JSONDecodeError:  # a poll read the run's state half-written
-                if attempt == TORN_READ_RETRIES - 1:
-                    raise
-                polling.initial_delay = 0.01
+        _retrying_torn_reads(polling, follow)
 
     def cancel(self, run_id: str) -> None:
         """End the run's processes (the executor, ``uv`` and the app) and record the run as canceled."""
         with self._stopping:
             before = self._state(run_id)
-            _end_processes(self._executors[run_id])
+            if self._executors[run_id] is not None:
+                _end_processes(self._executors[run_id])
             record_end(self._state_file(run_id), "canceled", "", before)
         log(f"Canceled local run {run_id} of app {self.app_id}.")
 
@@ -235,6 +263,26 @@ class LocalApp:
             except OSError:
                 return None
         return None
+
+
+def _retrying_torn_reads(polling: nextmv.PollingOptions, poll: Callable[[], Any]) -> Any:
+    """Return what ``poll`` returns, polling again at once while it reads the run's state half-written."""
+    for attempt in range(TORN_READ_RETRIES):
+        try:
+            return poll()
+        except json.JSONDecodeError:
+            if attempt == TORN_READ_RETRIES - 1:
+                raise
+            polling.initial_delay = 0.01
+
+
+def _log_once(text: str) -> None:
+    """Log a text the first time only: it says what a whole process loses."""
+    with _logged_lock:
+        if text in _logged:
+            return
+        _logged.add(text)
+    log_internal(text)
 
 
 def _text_configuration(configuration: Any) -> nextmv.RunConfiguration:
