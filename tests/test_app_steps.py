@@ -296,6 +296,26 @@ def test_foreach_app_run_configs(platform_env: PlatformEmulator) -> None:
     assert decorator_configuration.to_dict() == {"execution_class": "small", "secrets_collection_id": "secrets"}
 
 
+def test_app_nodes_record_the_platform_side_of_their_timing(platform_env: PlatformEmulator) -> None:
+    platform_env.set_app_behavior("slow", lambda input, options, files: {"solution": 1}, duration=0.2)
+
+    class TimedFlow(FlowSpec):
+        @app(app_id="slow", polling_options=fast_polling())
+        @step
+        def solve():
+            pass
+
+    flow = TimedFlow("timed", {})
+    flow.run()
+    (node,) = flow.graph.steps[0].nodes
+    (record,) = platform_env.runs_for("slow")
+    assert node.run_created_at is not None and node.run_created_at.tzinfo is not None
+    assert abs(node.run_created_at.timestamp() - record.created_at) < 0.01
+    # The platform reports the run's duration: created + duration is when it finished there.
+    assert (node.run_finished_at - node.run_created_at).total_seconds() >= 0.2
+    assert node.started_at <= node.run_created_at <= node.run_finished_at <= node.finished_at
+
+
 def test_full_result_and_run_result_chaining(platform_env: PlatformEmulator) -> None:
     emu = platform_env
     emu.set_app_behavior("double", lambda input, options, files: {"value": input["solution"]["value"] * 2})

@@ -245,7 +245,7 @@ def run_app(flow_spec: Any, node: FlowNode, app_input: Any) -> Any:
     app = _open_app(flow_spec, app_id, instance_id)
     cache_key, reused = lookup_run(flow_spec, node, app, instance_id, request)
     if reused is not None:
-        return _node_result(*reused, settings.full_result)
+        return _node_result(node, *reused, settings.full_result)
     node.run_created = threading.Event()  # the runner waits on it before it gives up on this run
     try:
         run_id = create_run(app, request)
@@ -284,11 +284,20 @@ def run_app(flow_spec: Any, node: FlowNode, app_input: Any) -> Any:
         raise
     if cache_key is not None:
         record_run(flow_spec, node, app, cache_key, run_id)
-    return _node_result(result, run.output_dir, settings.full_result)
+    return _node_result(node, result, run.output_dir, settings.full_result)
 
 
-def _node_result(result: nextmv.RunResult, output_dir: str, full_result: bool) -> Any:
+def _node_result(node: FlowNode, result: nextmv.RunResult, output_dir: str, full_result: bool) -> Any:
     """The node's result: the output directory replaces the output when the run wrote files."""
+    # The platform's side of the node's timing, as far as the run's metadata tells it (duration in ms).
+    created_at = getattr(result.metadata, "created_at", None)
+    if isinstance(created_at, datetime.datetime):
+        if created_at.tzinfo is None:
+            created_at = created_at.replace(tzinfo=datetime.timezone.utc)
+        node.run_created_at = created_at
+        duration = getattr(result.metadata, "duration", None)
+        if isinstance(duration, int | float) and duration >= 0:
+            node.run_finished_at = created_at + datetime.timedelta(milliseconds=duration)
     if os.listdir(output_dir):
         result.output = output_dir
     else:
