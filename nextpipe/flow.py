@@ -117,6 +117,12 @@ class FlowSpec:
         self.input = input
         self.config = conf if conf is not None else Configuration()
         self._client = client
+        for member in _MEMBERS:
+            if getattr(getattr(type(self), member, None), "is_step", False):
+                raise FlowDefinitionError(
+                    f"Step {member}: a step named {member} replaces FlowSpec.{member}, so flow.{member} would call "
+                    "the step; rename the step."
+                )
         self.graph = FlowGraph(self)
         from ._apps import check_local_apps
 
@@ -246,6 +252,9 @@ class FlowSpec:
 
         return summarize(self)
 
+
+_MEMBERS = [name for name in vars(FlowSpec) if not name.startswith("__")]
+"""FlowSpec's own attributes (run, get_result, ...), which a step of the same name would replace."""
 
 __all__ = [
     "STATUS_FAILED",

@@ -290,6 +290,7 @@ def run_app(flow_spec: Any, node: FlowNode, app_input: Any) -> Any:
 def _node_result(result: nextmv.RunResult, output_dir: str, full_result: bool) -> Any:
     """The node's result: the output directory replaces the output when the run wrote files."""
     if os.listdir(output_dir):
+        os.chmod(output_dir, 0o700)  # private as made: the SDK copies a local run's outputs with the source's mode
         result.output = output_dir
     else:
         os.rmdir(output_dir)

@@ -1,0 +1,137 @@
+"""
+Findings of a second round of trying nextpipe's new features as a user would (issues 11, 12, 14): each test
+failed before its fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+import threading
+
+import pytest
+from emulator_fixtures import fast_polling
+
+from nextpipe import Configuration, FlowSpec, app, foreach, log, needs, step
+from nextpipe.graph import FlowDefinitionError
+from nextpipe.hooks import FlowHooks
+
+TESTS = pathlib.Path(__file__).resolve().parent
+WAIT = 20  # seconds: only reached when a run hangs
+
+
+class Fan(FlowSpec):
+    @foreach()
+    @step
+    def items(data: int) -> list:
+        return list(range(data))
+
+    @needs(predecessors=[items])
+    @step
+    def double(item: int) -> int:
+        return 2 * item
+
+
+def run_in_thread(flow: FlowSpec) -> BaseException | None:
+    """Run the flow in a thread; fail the test if ``run()`` does not return within :data:`WAIT` seconds."""
+    outcome: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            flow.run()
+            outcome.append(None)
+        except BaseException as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(WAIT)
+    assert not thread.is_alive(), "run() hangs"
+    return outcome[0]
+
+
+@pytest.mark.parametrize("event", ["node_start", "node_success"])
+@pytest.mark.parametrize("exception", [SystemExit, KeyboardInterrupt])
+def test_a_node_hook_raising_a_base_exception_neither_hangs_nor_fails_the_flow(
+    event: str, exception: type[BaseException], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A hook calling sys.exit() in a worker thread used to leave run() waiting forever (node_success) or fail
+    # the node (node_start), although a hook never fails the flow.
+    class Exiting(FlowHooks):
+        pass
+
+    def raising(self, flow, node):
+        raise exception("from a hook")
+
+    setattr(Exiting, event, raising)
+    flow = Fan("exiting hook", 3, conf=Configuration(summary=False))
+    flow.add_hook(Exiting())
+    assert run_in_thread(flow) is None
+    assert flow.get_result(flow.double) == [0, 2, 4]
+    assert f"Hook Exiting.{event} raised {exception.__name__}" in capsys.readouterr().err
+
+
+@pytest.fixture
+def restore_logging():
+    """Put the nextpipe and root loggers' handlers and levels back."""
+    loggers = [logging.getLogger(), logging.getLogger("nextpipe")]
+    saved = [(logger, logger.level, list(logger.handlers)) for logger in loggers]
+    yield
+    for logger, level, handlers in saved:
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
+
+
+def test_a_console_handler_that_filters_out_nextpipe_leaves_the_default_lines(
+    restore_logging: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A user's console handler for the app's own records that drops nextpipe's: nextpipe's lines used to vanish.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(lambda record: not record.name.startswith("nextpipe"))
+    logging.getLogger().addHandler(handler)
+    log("still shown", step_name="mine")
+    assert capsys.readouterr().err == "[mine] still shown\n"
+
+
+@pytest.mark.parametrize("name", ["run", "get_result", "summary", "add_hook"])
+def test_a_step_named_like_a_flowspec_method_is_refused_at_construction(name: str) -> None:
+    # A step named `run` replaced FlowSpec.run: flow.run() called the step ("takes 0 positional arguments").
+    namespace: dict = {}
+    exec(f"def {name}(data):\n    return data\n", namespace)
+
+    Shadowing = type("Shadowing", (FlowSpec,), {name: step(namespace[name])})
+    with pytest.raises(FlowDefinitionError, match=f"Step {name}: .*FlowSpec.{name}.* rename the step"):
+        Shadowing("shadowing", 1)
+
+
+class Copy(FlowSpec):
+    @app(app_id="passthrough", polling_options=fast_polling(60))
+    @step
+    def copy() -> None:
+        """Copies its input files to its outputs."""
+
+
+def test_a_local_runs_output_directory_is_private_as_on_the_cloud(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The SDK copies a local run's outputs with copytree, which gave the directory its source's mode (0755):
+    # readable by every user, where a cloud run's, a bypass result's and a fresh mkdtemp are 0700.
+    monkeypatch.setenv("UV_NO_PROJECT", "1")
+    monkeypatch.setenv("UV_OFFLINE", "1")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    app_dir = tmp_path / "passthrough"
+    shutil.copytree(TESTS / "apps" / "passthrough", app_dir, ignore=shutil.ignore_patterns(".nextmv", "__pycache__"))
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "orders.csv").write_text("id\n1\n")
+    conf = Configuration(local_apps={"passthrough": str(app_dir)}, cache=True, cache_dir=str(tmp_path / "cache"))
+    for _ in range(2):  # a new run, then the same run reused from the cache
+        flow = Copy("copy", str(inputs), conf=conf)
+        flow.run()
+        output = flow.get_result(flow.copy)
+        assert (pathlib.Path(output) / "orders.csv").read_text() == "id\n1\n"
+        assert os.stat(output).st_mode & 0o777 == 0o700
