@@ -16,7 +16,7 @@ import threading
 import pytest
 from emulator_fixtures import fast_polling
 
-from nextpipe import Configuration, FlowSpec, app, foreach, log, needs, step
+from nextpipe import AppRunConfig, Configuration, FlowSpec, app, foreach, log, needs, step
 from nextpipe.graph import FlowDefinitionError
 from nextpipe.hooks import FlowHooks
 
@@ -135,3 +135,73 @@ def test_a_local_runs_output_directory_is_private_as_on_the_cloud(
         output = flow.get_result(flow.copy)
         assert (pathlib.Path(output) / "orders.csv").read_text() == "id\n1\n"
         assert os.stat(output).st_mode & 0o777 == 0o700
+
+
+def local_apps(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, **sources: pathlib.Path) -> dict[str, str]:
+    """Copies of local apps under ``tmp_path`` (runs are recorded in the app's directory), by app id."""
+    monkeypatch.setenv("UV_NO_PROJECT", "1")
+    monkeypatch.setenv("UV_OFFLINE", "1")
+    apps = {}
+    for app_id, source in sources.items():
+        shutil.copytree(source, tmp_path / app_id, ignore=shutil.ignore_patterns(".nextmv", "__pycache__"))
+        apps[app_id] = str(tmp_path / app_id)
+    return apps
+
+
+class Relabel(FlowSpec):
+    @app(app_id="upstream", bypass_result={"orders": [1, 2]}, full_result=True)
+    @step
+    def upstream() -> None:
+        """Stands for an earlier app run (its full RunResult)."""
+
+    @foreach()
+    @needs(predecessors=[upstream])
+    @step
+    def configs(result):
+        return [AppRunConfig(input=result, options={"label": label}) for label in ("first", "second")]
+
+    @app(app_id="echo", polling_options=fast_polling(60))
+    @needs(predecessors=[configs])
+    @step
+    def echo() -> None:
+        pass
+
+
+def test_an_app_run_config_may_wrap_an_upstream_run_result(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An upstream RunResult is sent as its output, but wrapped in an AppRunConfig (to run it with other options)
+    # it failed the step with "must be ... an AppRunConfig or an upstream RunResult; got RunResult".
+    apps = local_apps(tmp_path, monkeypatch, echo=TESTS.parent / "examples" / "chain" / "apps" / "echo")
+    flow = Relabel("relabel", None, conf=Configuration(local_apps=apps, summary=False))
+    flow.run()
+    outputs = flow.get_result(flow.echo)
+    assert [o["solution"] for o in outputs] == [{"orders": [1, 2]}] * 2
+    assert [o["metrics"]["label"] for o in outputs] == ["first", "second"]
+
+
+class Nested(FlowSpec):
+    @step
+    def config(data):
+        return AppRunConfig(input=AppRunConfig(input=data))
+
+    @app(app_id="probe", polling_options=fast_polling(60))
+    @needs(predecessors=[config])
+    @step
+    def probe() -> None:
+        pass
+
+
+def test_an_app_run_config_inside_another_is_named_as_such(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The message used to say the input must be "... an AppRunConfig ...; got AppRunConfig".
+    apps = local_apps(tmp_path, monkeypatch, probe=TESTS / "apps" / "probe")
+    flow = Nested("nested", {"a": 1}, conf=Configuration(local_apps=apps, summary=False))
+    with pytest.raises(RuntimeError) as raised:
+        flow.run()
+    assert str(raised.value) == (
+        "Flow failed: Step probe failed: the input of the AppRunConfig for app probe must be a JSON object (dict), "
+        "a string, a directory path or an upstream RunResult; got AppRunConfig"
+    )
+    assert not (tmp_path / "probe" / ".nextmv").exists()  # refused before a run was made
