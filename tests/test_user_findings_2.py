@@ -205,3 +205,22 @@ def test_an_app_run_config_inside_another_is_named_as_such(
         "a string, a directory path or an upstream RunResult; got AppRunConfig"
     )
     assert not (tmp_path / "probe" / ".nextmv").exists()  # refused before a run was made
+
+
+class Probe(FlowSpec):
+    @app(app_id="probe")
+    @step
+    def probe() -> None:
+        pass
+
+
+def test_a_local_app_mapped_to_its_manifest_file_is_named_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Mapping the app id to .../app.yaml (a file) said the path "does not exist".
+    manifest = TESTS / "apps" / "probe" / "app.yaml"
+    monkeypatch.setenv("NEXTPIPE_LOCAL_APPS", f"probe={manifest}")
+    with pytest.raises(FlowDefinitionError) as raised:
+        Probe("probe", {})
+    assert str(raised.value) == (
+        f"Step probe: app 'probe' is mapped to the local app directory {manifest}, which is a file: "
+        "map the directory that holds it."
+    )

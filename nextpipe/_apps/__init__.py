@@ -77,7 +77,7 @@ def check_local_apps(graph: FlowGraph, config: Any) -> dict[str, str]:
             continue
         directory = os.path.abspath(os.path.expanduser(mapping[app_id]))
         if not os.path.isdir(directory):
-            problem = "does not exist"
+            problem = "is a file: map the directory that holds it" if os.path.exists(directory) else "does not exist"
         elif not os.path.isfile(os.path.join(directory, "app.yaml")):
             problem = "holds no app.yaml manifest"
         else:
