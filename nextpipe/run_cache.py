@@ -64,7 +64,8 @@ def canonical_json(value: Any) -> str:
     Parameters
     ----------
     value : Any
-        A value made of dicts, lists, tuples, strings, numbers, booleans and ``None``.
+        A value made of dicts, lists, tuples, strings, numbers, booleans and ``None``; dates and datetimes
+        count as the ISO 8601 text they are sent as.
 
     Returns
     -------
@@ -77,9 +78,16 @@ def canonical_json(value: Any) -> str:
         When the value holds anything else.
     """
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True)
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True, default=_as_sent)
     except TypeError:  # keys of mixed types (1 and "a") do not sort: sort them as JSON writes them
-        return json.dumps(_sorted_keys(value), separators=(",", ":"), allow_nan=True)
+        return json.dumps(_sorted_keys(value), separators=(",", ":"), allow_nan=True, default=_as_sent)
+
+
+def _as_sent(value: Any) -> str:
+    """A date or datetime as the SDK sends it, ISO 8601 text; any other value is not JSON."""
+    if isinstance(value, datetime.date):  # (a datetime is a date)
+        return value.isoformat()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _json_key(key: Any) -> str:

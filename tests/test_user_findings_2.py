@@ -5,6 +5,7 @@ failed before its fix.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import pathlib
@@ -224,3 +225,21 @@ def test_a_local_app_mapped_to_its_manifest_file_is_named_a_file(monkeypatch: py
         f"Step probe: app 'probe' is mapped to the local app directory {manifest}, which is a file: "
         "map the directory that holds it."
     )
+
+
+class Dated(FlowSpec):
+    @app(app_id="probe", polling_options=fast_polling(60))
+    @step
+    def probe() -> None:
+        pass
+
+
+def test_an_input_with_dates_is_cached(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Dates are sent as ISO 8601 text, but the cache key could not be written for them: such a step never reused.
+    apps = local_apps(tmp_path, monkeypatch, probe=TESTS / "apps" / "probe")
+    conf = Configuration(local_apps=apps, cache=True, cache_dir=str(tmp_path / "cache"), summary=False)
+    for data in ({"day": datetime.date(2024, 1, 2)}, {"day": "2024-01-02"}):  # the same text is sent
+        flow = Dated("dated", data, conf=conf)
+        flow.run()
+        assert flow.get_result(flow.probe)["solution"]["stdin"] == '{"day": "2024-01-02"}'
+    assert len(os.listdir(tmp_path / "probe" / ".nextmv" / "runs")) == 1
