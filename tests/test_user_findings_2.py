@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 
+import nextmv
 import pytest
 from emulator_fixtures import fast_polling
 
@@ -243,3 +244,48 @@ def test_an_input_with_dates_is_cached(tmp_path: pathlib.Path, monkeypatch: pyte
         flow.run()
         assert flow.get_result(flow.probe)["solution"]["stdin"] == '{"day": "2024-01-02"}'
     assert len(os.listdir(tmp_path / "probe" / ".nextmv" / "runs")) == 1
+
+
+class Configured(FlowSpec):
+    @step
+    def source(data):
+        return data
+
+    @app(
+        app_id="probe",
+        polling_options=fast_polling(60),
+        run_configuration=nextmv.RunConfiguration(execution_class="6c9500mb870s", priority=3),
+    )
+    @needs(predecessors=[source])
+    @step
+    def probe() -> None:
+        pass
+
+
+class ConfiguredFiles(FlowSpec):
+    @app(
+        app_id="passthrough",
+        polling_options=fast_polling(60),
+        run_configuration=nextmv.RunConfiguration(execution_class="6c9500mb870s"),
+    )
+    @step
+    def copy() -> None:
+        pass
+
+
+def test_a_run_configuration_works_for_a_local_app(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A step written for the cloud with a run_configuration (an execution class, say) failed locally with the
+    # SDK's "KeyError: 'format'": the local executor needs the format, which the platform resolves itself.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    apps = local_apps(tmp_path, monkeypatch, probe=TESTS / "apps" / "probe", passthrough=TESTS / "apps" / "passthrough")
+    conf = Configuration(local_apps=apps, summary=False)
+    for data, sent in (({"a": 1}, '{"a": 1}'), ('{"b": 2}', '{"b": 2}')):
+        flow = Configured("configured", data, conf=conf)
+        flow.run()
+        assert flow.get_result(flow.probe)["solution"]["stdin"] == sent
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "orders.csv").write_text("id\n1\n")
+    flow = ConfiguredFiles("configured files", str(inputs), conf=conf)
+    flow.run()
+    assert (pathlib.Path(flow.get_result(flow.copy)) / "orders.csv").read_text() == "id\n1\n"
