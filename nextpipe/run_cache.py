@@ -133,7 +133,7 @@ def file_digest(path: str) -> str:
 
 def directory_digest(path: str, exclude: frozenset[str] = frozenset()) -> str:
     """
-    Return a digest of the names and contents of the files under a directory.
+    Return a digest of the names and contents of the files under a directory, also in directories it links to.
 
     Parameters
     ----------
@@ -149,8 +149,15 @@ def directory_digest(path: str, exclude: frozenset[str] = frozenset()) -> str:
         paths use ``/`` on every system.
     """
     files = []
-    for root, directories, names in os.walk(path):
-        directories[:] = [d for d in directories if d not in exclude]
+    seen = set()
+    # Linked directories count, as the SDK copies their files; a directory reached twice (a link loop) once.
+    for root, directories, names in os.walk(path, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            directories[:] = []
+            continue
+        seen.add(real)
+        directories[:] = sorted(d for d in directories if d not in exclude)  # a fixed order: the same one is seen
         relative = os.path.relpath(root, path)
         for name in names:
             full = os.path.join(root, name)

@@ -21,6 +21,7 @@ from emulator_fixtures import fast_polling
 from nextpipe import AppRunConfig, Configuration, FlowSpec, app, foreach, log, needs, step
 from nextpipe.graph import FlowDefinitionError
 from nextpipe.hooks import FlowHooks
+from nextpipe.run_cache import APP_DIR_EXCLUDES, directory_digest
 
 TESTS = pathlib.Path(__file__).resolve().parent
 WAIT = 20  # seconds: only reached when a run hangs
@@ -289,3 +290,20 @@ def test_a_run_configuration_works_for_a_local_app(tmp_path: pathlib.Path, monke
     flow = ConfiguredFiles("configured files", str(inputs), conf=conf)
     flow.run()
     assert (pathlib.Path(flow.get_result(flow.copy)) / "orders.csv").read_text() == "id\n1\n"
+
+
+def test_a_linked_directory_of_a_local_app_is_part_of_its_code(tmp_path: pathlib.Path) -> None:
+    # The SDK copies a linked directory's files into the run, but the code digest skipped them: editing a
+    # helper in a linked lib/ reused the run made with the old helper.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "helper.py").write_text("VALUE = 1\n")
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "main.py").write_text("import helper\n")
+    (app_dir / "lib").symlink_to(shared, target_is_directory=True)
+    (shared / "loop").symlink_to(app_dir, target_is_directory=True)  # a loop is read once, not forever
+    before = directory_digest(str(app_dir), APP_DIR_EXCLUDES)
+    assert directory_digest(str(app_dir), APP_DIR_EXCLUDES) == before
+    (shared / "helper.py").write_text("VALUE = 2\n")
+    assert directory_digest(str(app_dir), APP_DIR_EXCLUDES) != before
