@@ -253,8 +253,9 @@ class FlowSpec:
         return summarize(self)
 
 
-_MEMBERS = [name for name in vars(FlowSpec) if not name.startswith("__")]
-"""FlowSpec's own attributes (run, get_result, ...), which a step of the same name would replace."""
+_MEMBERS = ("run", "get_result")
+"""Methods that a step of the same name would replace, breaking the flow (also in the original). A step named
+like a newer method (summary, add_hook) keeps working, as in scripts written for the original."""
 
 __all__ = [
     "STATUS_FAILED",
