@@ -117,12 +117,6 @@ class FlowSpec:
         self.input = input
         self.config = conf if conf is not None else Configuration()
         self._client = client
-        for member in _MEMBERS:
-            if getattr(getattr(type(self), member, None), "is_step", False):
-                raise FlowDefinitionError(
-                    f"Step {member}: a step named {member} replaces FlowSpec.{member}, so flow.{member} would call "
-                    "the step; rename the step."
-                )
         self.graph = FlowGraph(self)
         from ._apps import check_local_apps
 
@@ -252,10 +246,6 @@ class FlowSpec:
 
         return summarize(self)
 
-
-_MEMBERS = ("run", "get_result")
-"""Methods that a step of the same name would replace, breaking the flow (also in the original). A step named
-like a newer method (summary, add_hook) keeps working, as in scripts written for the original."""
 
 __all__ = [
     "STATUS_FAILED",

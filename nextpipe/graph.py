@@ -309,6 +309,11 @@ class StepVisitor(ast.NodeVisitor):
             self.steps.append(FlowStep(node, definition, ast.get_docstring(node)))
 
 
+_FLOW_METHODS = frozenset({"run", "get_result"})
+"""Methods of FlowSpec that a step of the same name would replace, breaking the flow (also in the original); a step
+named like a newer method (summary, add_hook) keeps working, as in scripts written for the original."""
+
+
 def _declared_steps(flow_class: type) -> list[Step]:
     """
     The steps of a flow class and its bases, each once: base classes first, each in definition order.
@@ -317,7 +322,7 @@ def _declared_steps(flow_class: type) -> list[Step]:
     ------
     FlowDefinitionError
         For a declaration mistake recorded by a decorator, a decorator used without its call, two
-        steps with the same id, or no steps at all.
+        steps with the same id, a step named run or get_result, or no steps at all.
     """
     by_name: dict[str, Any] = {}
     for klass in reversed(flow_class.__mro__):
@@ -340,6 +345,11 @@ def _declared_steps(flow_class: type) -> list[Step]:
         definition = getattr(value, "step", None)
         if not getattr(value, "is_step", False) or not isinstance(definition, Step) or definition in steps:
             continue  # not a step, or a step bound to a second name (legacy = prepare): still one step
+        if name in _FLOW_METHODS:
+            raise FlowDefinitionError(
+                f"Step {name}: a step named {name} replaces FlowSpec.{name}, so flow.{name} would call the step; "
+                "rename the step."
+            )
         step_id = definition.get_id()
         if step_id in names_by_id:
             raise FlowDefinitionError(
