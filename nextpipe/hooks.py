@@ -238,6 +238,9 @@ class RunHooks:
         """
         Call every hook's method for an event, in order; a hook that raises is logged and skipped.
 
+        In the main thread, ``KeyboardInterrupt`` and ``SystemExit`` propagate; in a worker, whose
+        thread they would end without ending the run, they are logged like any error.
+
         Parameters
         ----------
         event : str
@@ -248,10 +251,13 @@ class RunHooks:
         for method in getattr(self, event):
             try:
                 method(*args)
-            except Exception as error:
+            except BaseException as error:
+                # Ctrl-C or sys.exit() in the thread of run() is the user's; in a worker it would stop the run.
+                if not isinstance(error, Exception) and threading.current_thread() is threading.main_thread():
+                    raise
                 self._report(method, event, error)
 
-    def _report(self, method: Callable[..., None], event: str, error: Exception) -> None:
+    def _report(self, method: Callable[..., None], event: str, error: BaseException) -> None:
         hook = getattr(method, "__self__", method)
         with self._lock:
             if (id(hook), event) in self._reported:

@@ -64,7 +64,8 @@ def canonical_json(value: Any) -> str:
     Parameters
     ----------
     value : Any
-        A value made of dicts, lists, tuples, strings, numbers, booleans and ``None``.
+        A value made of dicts, lists, tuples, strings, numbers, booleans and ``None``; dates and datetimes
+        count as the ISO 8601 text they are sent as.
 
     Returns
     -------
@@ -77,9 +78,16 @@ def canonical_json(value: Any) -> str:
         When the value holds anything else.
     """
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True)
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True, default=_as_sent)
     except TypeError:  # keys of mixed types (1 and "a") do not sort: sort them as JSON writes them
-        return json.dumps(_sorted_keys(value), separators=(",", ":"), allow_nan=True)
+        return json.dumps(_sorted_keys(value), separators=(",", ":"), allow_nan=True, default=_as_sent)
+
+
+def _as_sent(value: Any) -> str:
+    """A date or datetime as the SDK sends it, ISO 8601 text; any other value is not JSON."""
+    if isinstance(value, datetime.date):  # (a datetime is a date)
+        return value.isoformat()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _json_key(key: Any) -> str:
@@ -130,7 +138,7 @@ def file_digest(path: str) -> str:
 
 def directory_digest(path: str, exclude: frozenset[str] = frozenset()) -> str:
     """
-    Return a digest of the names and contents of the files under a directory.
+    Return a digest of the names and contents of the files under a directory, also in directories it links to.
 
     Parameters
     ----------
@@ -151,8 +159,15 @@ def directory_digest(path: str, exclude: frozenset[str] = frozenset()) -> str:
         When a file cannot be read.
     """
     files = []
-    for root, directories, names in os.walk(path):
-        directories[:] = [d for d in directories if d not in exclude]
+    seen = set()
+    # Linked directories count, as the SDK copies their files; a directory reached twice (a link loop) once.
+    for root, directories, names in os.walk(path, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            directories[:] = []
+            continue
+        seen.add(real)
+        directories[:] = sorted(d for d in directories if d not in exclude)  # a fixed order: the same one is seen
         relative = os.path.relpath(root, path)
         for name in names:
             full = os.path.join(root, name)

@@ -88,7 +88,7 @@ class ConsoleHandler(logging.Handler):
                 if handler is not self and record.levelno >= handler.level:
                     if streams is None:
                         streams = _console_streams()
-                    if _writes_to_console(handler, streams):
+                    if _writes_to_console(handler, streams) and handler.filter(record):  # (a filter may drop it)
                         return True
             current = current.parent if current.propagate else None
         return False

@@ -134,9 +134,12 @@ class LocalApp:
             )
         elif isinstance(value, dict):
             request["input"] = json.loads(deflated_serialize_json(value))
-        elif isinstance(value, str):
+        if isinstance(value, str):
             request["input"] = value
             request["configuration"] = _text_configuration(request.get("configuration"))
+        elif request.get("configuration") is not None:  # the executor needs its format, which the cloud resolves
+            request["configuration"] = _copy(request["configuration"])
+            request["configuration"].resolve(input=request.get("input"), dir_path=request.get("input_dir_path"))
         _started.waiting, _started.process = True, None
         try:
             run_id = self.sdk_app.new_run(**request)
@@ -285,11 +288,16 @@ def _log_once(text: str) -> None:
     log_internal(text)
 
 
+def _copy(configuration: Any) -> nextmv.RunConfiguration:
+    """A copy of a run configuration (a ``RunConfiguration``, its dict, or ``None`` for an empty one)."""
+    if isinstance(configuration, dict):
+        return nextmv.RunConfiguration.from_dict(configuration)
+    return copy.deepcopy(configuration) if configuration is not None else nextmv.RunConfiguration()
+
+
 def _text_configuration(configuration: Any) -> nextmv.RunConfiguration:
     """The run configuration with which the local executor hands text to the app unchanged."""
-    if isinstance(configuration, dict):
-        configuration = nextmv.RunConfiguration.from_dict(configuration)
-    configuration = copy.deepcopy(configuration) if configuration is not None else nextmv.RunConfiguration()
+    configuration = _copy(configuration)
     if configuration.format is None:
         configuration.resolve(input="")  # text in, JSON out
     configuration.format.format_input.input_type = nextmv.InputFormat.TEXT

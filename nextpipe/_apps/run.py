@@ -164,6 +164,8 @@ def run_request(node_id: str, settings: Any, app_input: Any) -> tuple[str, str, 
     instance_id = settings.instance_id
     name = default_run_name(node_id, app_id)
     description = default_run_description(app_id)
+    kinds = "a JSON object (dict), a string, a directory path, an AppRunConfig or an upstream RunResult"
+    what = f"the input of app {app_id}"
     if isinstance(app_input, AppRunConfig):
         options.update(app_input.get_options())
         name = app_input.name or name
@@ -171,7 +173,9 @@ def run_request(node_id: str, settings: Any, app_input: Any) -> tuple[str, str, 
         run_configuration = app_input.run_configuration or run_configuration
         instance_id = app_input.instance_id or instance_id
         app_input = app_input.input
-    elif isinstance(app_input, nextmv.RunResult):
+        kinds = "a JSON object (dict), a string, a directory path or an upstream RunResult"
+        what = f"the input of the AppRunConfig for app {app_id}"
+    if isinstance(app_input, nextmv.RunResult):  # also inside an AppRunConfig: an upstream run with other options
         app_input = app_input.output
     request: dict[str, Any] = {"options": options, "name": name, "description": description}
     if isinstance(app_input, pydantic.BaseModel):
@@ -183,10 +187,7 @@ def run_request(node_id: str, settings: Any, app_input: Any) -> tuple[str, str, 
         request["input"] = app_input
     else:
         # The SDK would silently send such an input as null.
-        raise TypeError(
-            f"the input of app {app_id} must be a JSON object (dict), a string, a directory path, an AppRunConfig "
-            f"or an upstream RunResult; got {type(app_input).__name__}"
-        )
+        raise TypeError(f"{what} must be {kinds}; got {type(app_input).__name__}")
     if run_configuration is not None:
         request["configuration"] = run_configuration
     return app_id, instance_id or "", request
@@ -299,6 +300,7 @@ def _node_result(node: FlowNode, result: nextmv.RunResult, output_dir: str, full
         if isinstance(duration, int | float) and duration >= 0:
             node.run_finished_at = created_at + datetime.timedelta(milliseconds=duration)
     if os.listdir(output_dir):
+        os.chmod(output_dir, 0o700)  # private as made: the SDK copies a local run's outputs with the source's mode
         result.output = output_dir
     else:
         os.rmdir(output_dir)
