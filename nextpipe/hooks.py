@@ -217,7 +217,7 @@ class RunHooks:
     Parameters
     ----------
     hooks : iterable of FlowHooks
-        The run's hooks, in calling order.
+        The run's hooks, in calling order; a hook given twice is called once, at its first place.
 
     Attributes
     ----------
@@ -226,7 +226,7 @@ class RunHooks:
     """
 
     def __init__(self, hooks: Iterable[Any] = ()):
-        hooks = list(hooks)
+        hooks = list({id(hook): hook for hook in hooks}.values())  # registered and added to the flow: called once
         for hook in hooks:
             check_hook(hook)
         for name in EVENTS:

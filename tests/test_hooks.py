@@ -188,6 +188,7 @@ def test_global_hooks_run_first_for_every_flow_until_unregistered():
         assert registered()[-2:] == [first_global, second_global]
         one = One("one", None)
         one.add_hook(own)
+        one.add_hook(second_global)  # registered globally too: still called once, at its global place
         one.run()
         Two("two", None).run()
     finally:
