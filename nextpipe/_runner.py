@@ -35,10 +35,13 @@ from .constants import STATUS_FAILED, STATUS_RUNNING, STATUS_SUCCEEDED
 from .graph import FlowGraph, FlowNode, FlowStep
 from .hooks import RunHooks
 from .threads import Job, Pool
-from .utils import _error_text, log_internal
+from .utils import THREAD_NAME_PREFIX, _error_text, log_internal
 
 RUN_CREATION_GRACE = 5.0
 """Most seconds a failing flow waits for app runs being created, so that it can cancel them."""
+RUN_CANCEL_GRACE = 5.0
+"""Most seconds a failing or interrupted flow waits for the cancel requests of its runs, sent all at once: the
+SDK's own timeout (20 s) and, over HTTPS, its retries (up to 10 tries per request) would hold the end far longer."""
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -426,9 +429,19 @@ class Runner:
         for node in running:
             if node.run_created is not None:
                 node.run_created.wait(max(0.0, deadline - time.monotonic()))
-        for node in running:
-            if node.cancel_run is not None:
-                node.cancel_run()
+        cancels = [
+            threading.Thread(target=node.cancel_run, name=f"{THREAD_NAME_PREFIX}{node.id}", daemon=True)
+            for node in running
+            if node.cancel_run is not None
+        ]
+        for thread in cancels:
+            thread.start()
+        deadline = time.monotonic() + RUN_CANCEL_GRACE
+        for thread in cancels:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():  # the platform does not answer: the flow ends all the same
+                node_id = thread.name[len(THREAD_NAME_PREFIX) :]
+                log_internal(f"Gave up waiting for the cancel request of node {node_id}.")
         self._changed()
 
 

@@ -822,6 +822,40 @@ def test_flow_failure_cancels_app_runs_in_progress(platform_env: PlatformEmulato
     assert flow.graph.get_step(flow.slow.step).nodes[0].status == STATUS_FAILED
 
 
+def test_cancel_requests_are_sent_at_once_and_bounded_when_the_platform_hangs(
+    platform_env: PlatformEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Cancels used to go one after the other, each bounded only by the SDK (20 s; over HTTPS with retries).
+    emu = platform_env
+    emu.hold_runs(True, app_id="slow")
+    emu.set_delay(3, method="PATCH", path_regex=r".*/cancel$")  # answered, but late
+    monkeypatch.setattr("nextpipe._runner.RUN_CANCEL_GRACE", 1.0)
+
+    class HangingCancels(FlowSpec):
+        @foreach()
+        @step
+        def fan(data):
+            return [{"item": 1}, {"item": 2}, {"item": 3}]
+
+        @app(app_id="slow", polling_options=fast_polling(max_duration=30))
+        @needs(predecessors=[fan])
+        @step
+        def slow():
+            pass
+
+        @step
+        def boom(data):
+            emu.wait_for(lambda: len(emu.runs_for("slow")) == 3, timeout=5)
+            raise ValueError("boom")
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"^Flow failed: Step boom failed: boom$"):
+        HangingCancels("hanging", {}).run()
+    elapsed = time.monotonic() - started
+    assert elapsed < 2.5, f"run() took {elapsed:.2f} s to return while cancel requests hung"
+    emu.wait_for(lambda: sum(r.cancel_requests for r in emu.runs_for("slow")) == 3, timeout=5)  # all three sent
+
+
 def test_flow_failure_while_a_run_is_being_created_still_cancels_it(platform_env: PlatformEmulator) -> None:
     """The run exists on the platform only once its creation request is answered: it must not be left running."""
     emu = platform_env
