@@ -189,6 +189,9 @@ class Controller:
         with runner.lock_running:
             if not self._live(node):
                 raise _Stopped()
+            # The earlier attempt's worker is done: its run, if any (also one created after its time limit), is final.
+            if node.run_id and node.run_id not in node._earlier_run_ids:
+                node._earlier_run_ids = (*node._earlier_run_ids, node.run_id)
         log(f"Attempt {attempt.number} of {attempt.control.retry.attempts} started.", step_name=node.id)
         return execute_node(runner.spec, node, args, attempt)
 
@@ -268,8 +271,6 @@ class Controller:
             return None
         node = attempt.node
         delay = retry_delay(retry, attempt.number)
-        if node.run_id and node.run_id not in node._earlier_run_ids:
-            node._earlier_run_ids = (*node._earlier_run_ids, node.run_id)
         log(
             f"Attempt {attempt.number} of {retry.attempts} failed ({type(error).__name__}: {error}); "
             f"retrying in {delay:.3g} s.",

@@ -1,0 +1,111 @@
+"""Findings of trying retries, time limits, tolerated failures and concurrency limits as a user would (issue 13)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+pytest.register_assert_rewrite("emulator_fixtures")  # before its import: it is also loaded as a pytest plugin
+
+from emulator_fixtures import fast_polling  # noqa: E402
+from platform_emulator import PlatformEmulator, RunFailure  # noqa: E402
+
+from nextpipe import (  # noqa: E402
+    Configuration,
+    FlowSpec,
+    allow_failure,
+    app,
+    foreach,
+    needs,
+    retry,
+    step,
+    timeout,
+)
+
+pytest_plugins = ["emulator_fixtures"]
+
+
+def test_run_created_after_its_attempt_timed_out_is_kept_among_the_node_runs(platform_env: PlatformEmulator) -> None:
+    # The platform answers the first run creation only after the attempt's time limit: the run still comes to
+    # exist (and is canceled), so the node must keep its id next to the retry's run.
+    emu = platform_env
+    emu.set_delay(0.8, "/v1/applications/slowcreate/runs", method="POST")
+
+    def answer_at_once_after_the_first_run() -> None:
+        emu.wait_for(lambda: len(emu.runs_for("slowcreate")) >= 1, timeout=10)
+        emu.set_delay(0, "/v1/applications/slowcreate/runs", method="POST")
+
+    helper = threading.Thread(target=answer_at_once_after_the_first_run)
+    helper.start()
+
+    class Flow(FlowSpec):
+        @retry(attempts=2, delay=0)
+        @timeout(seconds=0.3)
+        @app(app_id="slowcreate", polling_options=fast_polling())
+        @step
+        def solve() -> None:
+            pass
+
+    flow = Flow("late-creation", {"x": 1})
+    flow.run()
+    helper.join()
+    first, second = emu.runs_for("slowcreate")
+    assert first.status == "canceled" and second.status == "succeeded"
+    (node,) = flow.graph.get_step(flow.solve.step).nodes
+    assert node.run_ids == [first.run_id, second.run_id]
+    assert flow.solve.step.get_run_ids() == [first.run_id, second.run_id]
+
+
+class _FailingFirst:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, input: Any, options: dict[str, str], files: dict[str, bytes]) -> Any:
+        with self.lock:
+            self.calls += 1
+            if self.calls == 1:
+                raise RunFailure("first run crashes")
+        return {"ok": True}
+
+
+def test_summary_lists_the_runs_of_every_attempt(platform_env: PlatformEmulator) -> None:
+    emu = platform_env
+    emu.set_app_behavior("flaky", _FailingFirst(), duration=0.02)
+
+    class Flow(FlowSpec):
+        @retry(attempts=2, delay=0)
+        @app(app_id="flaky", polling_options=fast_polling())
+        @step
+        def solve() -> None:
+            pass
+
+    flow = Flow("summary-runs", {"x": 1}, conf=Configuration(summary=False))
+    flow.run()
+    runs = [r.run_id for r in emu.runs_for("flaky")]
+    assert len(runs) == 2
+    (solve,) = flow.summary().steps
+    assert solve.run_ids == runs == flow.solve.step.get_run_ids()
+
+
+def test_summary_of_a_step_after_a_tolerated_failed_fan_out_is_not_waiting() -> None:
+    # A failed @foreach node fans out over nothing: its successor has no node, and it is done, not waiting.
+    class Flow(FlowSpec):
+        @allow_failure()
+        @foreach()
+        @step
+        def items(data: int) -> list[int]:
+            raise ValueError("no items today")
+
+        @needs(predecessors=[items])
+        @step
+        def work(item: int) -> int:
+            return item
+
+    flow = Flow("empty-fan-out", 1, conf=Configuration(summary=False))
+    flow.run()
+    summary = flow.summary()
+    assert summary.status == "succeeded"
+    assert [(s.step, s.status) for s in summary.steps] == [("items", "failed"), ("work", "succeeded")]
