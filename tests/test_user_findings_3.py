@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ pytest.register_assert_rewrite("emulator_fixtures")  # before its import: it is 
 from emulator_fixtures import fast_polling  # noqa: E402
 from platform_emulator import PlatformEmulator, RunFailure  # noqa: E402
 
+import nextpipe  # noqa: E402
 from nextpipe import (  # noqa: E402
     Configuration,
     FlowSpec,
@@ -109,3 +111,43 @@ def test_summary_of_a_step_after_a_tolerated_failed_fan_out_is_not_waiting() -> 
     summary = flow.summary()
     assert summary.status == "succeeded"
     assert [(s.step, s.status) for s in summary.steps] == [("items", "failed"), ("work", "succeeded")]
+
+
+def test_a_slow_cancel_on_the_platform_does_not_hold_up_other_time_limits(platform_env: PlatformEmulator) -> None:
+    # Canceling a timed-out run is a platform call, which may hang: meanwhile, other nodes' limits still fire.
+    emu = platform_env
+    emu.hold_runs(True, app_id="stuck")
+    emu.set_delay(4, method="PATCH", path_regex="/cancel$")
+    cancel_path = "/v1/applications/stuck/runs/"
+    seen: dict[str, Any] = {}
+    recorded = threading.Event()
+
+    class Flow(FlowSpec):
+        @allow_failure()
+        @timeout(seconds=0.3)
+        @app(app_id="stuck", polling_options=fast_polling(60))
+        @step
+        def solve() -> None:
+            pass
+
+        @step
+        def gate(data: dict) -> None:
+            emu.wait_for(lambda: any(r.path.endswith("/cancel") for r in emu.requests_for("PATCH", cancel_path)), 10)
+
+        @allow_failure()
+        @timeout(seconds=0.3)
+        @needs(predecessors=[gate])
+        @step
+        def search(_: None) -> None:
+            while not nextpipe.cancelled():
+                time.sleep(0.01)
+            (run,) = emu.runs_for("stuck")
+            seen["run canceled when the search was stopped"] = run.canceled
+            recorded.set()
+
+    flow = Flow("slow-cancel", {"x": 1})
+    flow.run()
+    assert recorded.wait(10), "the search never saw its time limit"  # it was abandoned: it may end after run()
+    (run,) = emu.runs_for("stuck")
+    assert run.status == "canceled"
+    assert seen == {"run canceled when the search was stopped": False}
