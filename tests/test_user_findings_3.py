@@ -19,12 +19,14 @@ from nextpipe import (  # noqa: E402
     FlowSpec,
     allow_failure,
     app,
+    concurrency,
     foreach,
     needs,
     retry,
     step,
     timeout,
 )
+from nextpipe.graph import FlowDefinitionError  # noqa: E402
 
 pytest_plugins = ["emulator_fixtures"]
 
@@ -151,3 +153,25 @@ def test_a_slow_cancel_on_the_platform_does_not_hold_up_other_time_limits(platfo
     (run,) = emu.runs_for("stuck")
     assert run.status == "canceled"
     assert seen == {"run canceled when the search was stopped": False}
+
+
+@pytest.mark.parametrize(
+    ("outer", "inner", "name"),
+    [
+        (retry(attempts=2), retry(attempts=5), "retry"),
+        (timeout(seconds=1), timeout(seconds=60), "timeout"),
+        (concurrency(limit=1), concurrency(limit=4), "concurrency"),
+    ],
+)
+def test_a_control_decorator_applied_twice_is_refused_naming_the_step(outer: Any, inner: Any, name: str) -> None:
+    # Like @repeat or @app twice: the outer one would silently replace the inner one.
+    with pytest.raises(FlowDefinitionError, match=rf"^Step work: @{name} is applied twice, so the outer one would"):
+
+        class Flow(FlowSpec):
+            @outer
+            @inner
+            @step
+            def work(data: int) -> int:
+                return data
+
+        Flow("twice", 1)
