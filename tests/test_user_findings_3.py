@@ -26,6 +26,8 @@ from nextpipe import (  # noqa: E402
     step,
     timeout,
 )
+from nextpipe._policy import retry_delay  # noqa: E402
+from nextpipe.decorators import Retry  # noqa: E402
 from nextpipe.graph import FlowDefinitionError  # noqa: E402
 
 pytest_plugins = ["emulator_fixtures"]
@@ -175,3 +177,11 @@ def test_a_control_decorator_applied_twice_is_refused_naming_the_step(outer: Any
                 return data
 
         Flow("twice", 1)
+
+
+def test_a_zero_delay_stays_zero_however_many_attempts_failed() -> None:
+    # delay=0 means "retry at once": the backoff factor's power overflowing a float must not turn it into a wait.
+    at_once = Retry(attempts=2000, delay=0.0, backoff=2.0, max_delay=None, jitter=0.0, retry_on=(Exception,))
+    assert retry_delay(at_once, 1500) == 0.0
+    capped = Retry(attempts=2000, delay=0.0, backoff=2.0, max_delay=60.0, jitter=0.0, retry_on=(Exception,))
+    assert retry_delay(capped, 1500) == 0.0
