@@ -246,11 +246,10 @@ class Controller:
             if attempt.control.is_app:
                 node.cancel = True  # stops polling; a run still being created is canceled once it exists
                 cancel_run = node.cancel_run
-        if cancel_run is None:
-            self._end_timed_out(attempt, None)
-        else:  # a platform call, which may hang: not on the timer thread, which serves every other limit and retry
-            name = f"{THREAD_NAME_PREFIX}{node.id}"
-            threading.Thread(target=self._end_timed_out, args=(attempt, cancel_run), name=name, daemon=True).start()
+        # Not on the timer thread, which serves every other limit and retry: canceling the run is a platform call
+        # that may hang, and the outcome goes to the hooks.
+        name = f"{THREAD_NAME_PREFIX}{node.id}"
+        threading.Thread(target=self._end_timed_out, args=(attempt, cancel_run), name=name, daemon=True).start()
 
     def _end_timed_out(self, attempt: _Attempt, cancel_run: Callable[[], None] | None) -> None:
         """Cancel the timed-out attempt's run (when given), then retry, tolerate or fail the attempt."""

@@ -29,6 +29,7 @@ from nextpipe import (  # noqa: E402
 from nextpipe._policy import retry_delay  # noqa: E402
 from nextpipe.decorators import Retry  # noqa: E402
 from nextpipe.graph import FlowDefinitionError  # noqa: E402
+from nextpipe.hooks import FlowHooks  # noqa: E402
 
 pytest_plugins = ["emulator_fixtures"]
 
@@ -185,3 +186,40 @@ def test_a_zero_delay_stays_zero_however_many_attempts_failed() -> None:
     assert retry_delay(at_once, 1500) == 0.0
     capped = Retry(attempts=2000, delay=0.0, backoff=2.0, max_delay=60.0, jitter=0.0, retry_on=(Exception,))
     assert retry_delay(capped, 1500) == 0.0
+
+
+def test_a_slow_hook_at_a_time_limit_does_not_hold_up_other_time_limits() -> None:
+    # The outcome of a timed-out node goes to the hooks: a hook that takes its time (a chat message, an HTTP
+    # call) must not keep the other nodes' limits from firing.
+    other_stopped, hook_done = threading.Event(), threading.Event()
+    seen: dict[str, bool] = {}
+
+    class SlowHook(FlowHooks):
+        def node_failure(self, flow: Any, node: Any, error: BaseException) -> None:
+            if node.id == "first_0":
+                seen["other limit fired while the hook ran"] = other_stopped.wait(10)
+                hook_done.set()
+
+    def spin_until_cancelled() -> None:
+        while not nextpipe.cancelled():
+            time.sleep(0.01)
+
+    class Flow(FlowSpec):
+        @allow_failure()
+        @timeout(seconds=0.2)
+        @step
+        def first(data: int) -> None:
+            spin_until_cancelled()
+
+        @allow_failure()
+        @timeout(seconds=0.5)
+        @step
+        def second(data: int) -> None:
+            spin_until_cancelled()
+            other_stopped.set()
+
+    flow = Flow("slow-hook", 1)
+    flow.add_hook(SlowHook())
+    flow.run()
+    assert hook_done.wait(15)
+    assert seen == {"other limit fired while the hook ran": True}
