@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ._execution import execute_node
@@ -21,7 +22,7 @@ from ._policy import Limiter, Timers, retry_delay, should_retry
 from .errors import AppRunError, StepTimeoutError
 from .graph import FlowNode, FlowStep
 from .threads import Job
-from .utils import log
+from .utils import THREAD_NAME_PREFIX, log
 
 
 def needs_control(step: FlowStep, config: Any) -> bool:
@@ -189,6 +190,9 @@ class Controller:
         with runner.lock_running:
             if not self._live(node):
                 raise _Stopped()
+            # The earlier attempt's worker is done: its run, if any (also one created after its time limit), is final.
+            if node.run_id and node.run_id not in node._earlier_run_ids:
+                node._earlier_run_ids = (*node._earlier_run_ids, node.run_id)
         log(f"Attempt {attempt.number} of {attempt.control.retry.attempts} started.", step_name=node.id)
         return execute_node(runner.spec, node, args, attempt)
 
@@ -242,13 +246,22 @@ class Controller:
             if attempt.control.is_app:
                 node.cancel = True  # stops polling; a run still being created is canceled once it exists
                 cancel_run = node.cancel_run
-        if cancel_run is not None:  # a platform call: outside the lock, and done before the node's outcome
-            cancel_run()
+        # Not on the timer thread, which serves every other limit and retry: canceling the run is a platform call
+        # that may hang, and the outcome goes to the hooks.
+        name = f"{THREAD_NAME_PREFIX}{node.id}"
+        threading.Thread(target=self._end_timed_out, args=(attempt, cancel_run), name=name, daemon=True).start()
+
+    def _end_timed_out(self, attempt: _Attempt, cancel_run: Callable[[], None] | None) -> None:
+        """Cancel the timed-out attempt's run (when given), then retry, tolerate or fail the attempt."""
+        node = attempt.node
+        runner = self.runner
         error = StepTimeoutError(
             f"node {node.id} ran longer than its time limit of {attempt.control.seconds:g} s"
             + (f" (attempt {attempt.number})" if attempt.number > 1 else "")
         )
         try:
+            if cancel_run is not None:  # done before the node's outcome
+                cancel_run()
             with runner.lock_running:
                 if not self._live(node):
                     return
@@ -268,8 +281,6 @@ class Controller:
             return None
         node = attempt.node
         delay = retry_delay(retry, attempt.number)
-        if node.run_id and node.run_id not in node._earlier_run_ids:
-            node._earlier_run_ids = (*node._earlier_run_ids, node.run_id)
         log(
             f"Attempt {attempt.number} of {retry.attempts} failed ({type(error).__name__}: {error}); "
             f"retrying in {delay:.3g} s.",

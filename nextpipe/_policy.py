@@ -37,8 +37,8 @@ def retry_delay(retry: Retry, failed_attempts: int) -> float:
     """
     try:
         delay = retry.delay * retry.backoff ** (failed_attempts - 1)
-    except OverflowError:
-        delay = float("inf")
+    except OverflowError:  # a huge power: no wait stays no wait
+        delay = float("inf") if retry.delay else 0.0
     if retry.max_delay is not None:
         delay = min(delay, retry.max_delay)
     if retry.jitter:

@@ -906,7 +906,8 @@ def retry(
             return function
         for error in _retry_errors(attempts, delay, backoff, max_delay, jitter, conditions):
             _record_error(function, error)
-        definition.retry = Retry(attempts, delay, backoff, max_delay, jitter, conditions)
+        retry_setting = Retry(attempts, delay, backoff, max_delay, jitter, conditions)
+        _set_once(function, definition, "retry", retry_setting, "keep one @retry with the settings you want")
         return function
 
     return _flag_if_uncalled(decorator, attempts, "retry", "@retry(attempts=3)")
@@ -940,7 +941,7 @@ def timeout(seconds: float) -> Callable[[Callable], Callable]:
             return function
         if not _is_number(seconds) or seconds <= 0 or seconds == float("inf"):
             _record_error(function, f"@timeout needs a number of seconds above 0, got {seconds!r}.")
-        definition.timeout = Timeout(seconds)
+        _set_once(function, definition, "timeout", Timeout(seconds), "keep one @timeout with the limit you want")
         return function
 
     return _flag_if_uncalled(decorator, seconds, "timeout", "@timeout(seconds=60)")
@@ -993,7 +994,9 @@ def concurrency(limit: int) -> Callable[[Callable], Callable]:
             return function
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             _record_error(function, f"@concurrency needs a whole-number limit of 1 or more, got {limit!r}.")
-        definition.concurrency = Concurrency(limit)
+        _set_once(
+            function, definition, "concurrency", Concurrency(limit), "keep one @concurrency with the limit you want"
+        )
         return function
 
     return _flag_if_uncalled(decorator, limit, "concurrency", "@concurrency(limit=3)")

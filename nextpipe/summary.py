@@ -58,7 +58,7 @@ class StepSummary(DataClassJsonMixin):
     app_id : str or None
         The app of an app step.
     run_ids : list of str
-        The app runs the step's nodes made, in node order.
+        The app runs the step's nodes made, in node order (every attempt's, oldest first).
     errors : dict of str to str
         Why nodes failed, by node id.
     """
@@ -208,8 +208,8 @@ def step_status(step: Any, nodes: list[Any]) -> tuple[str, dict[str, int]]:
         counts[STATUS_SKIPPED if skipped else node.status] += 1
     if skipped:
         status = STATUS_SKIPPED
-    elif not nodes:
-        status = STATUS_WAITING
+    elif not nodes:  # a done step without nodes followed a fan-out over nothing
+        status = STATUS_SUCCEEDED if step.done else STATUS_WAITING
     elif counts[STATUS_FAILED]:
         status = STATUS_FAILED
     elif step.done:
@@ -245,7 +245,7 @@ def summarize_step(step: Any) -> StepSummary:
         duration_median=statistics.median(durations) if durations else None,
         duration_max=max(durations) if durations else None,
         app_id=step.definition.get_app_id(),
-        run_ids=[n.run_id for n in nodes if n.run_id],
+        run_ids=[run_id for n in nodes for run_id in n.run_ids],
         errors={n.id: n.error for n in nodes if n.error},
     )
 
