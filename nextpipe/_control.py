@@ -156,12 +156,13 @@ class Controller:
         (a job whose done callback is running), the worker of that job takes the attempt next, with no hand-off.
         """
         limiters = attempt.control.limiters
-        for limiter in limiters:
-            if limiter.active >= limiter.limit:
-                limiter.waiting.append(attempt)
-                return
-        for limiter in limiters:
-            limiter.active += 1
+        if limiters:
+            for limiter in limiters:
+                if limiter.active >= limiter.limit:
+                    limiter.waiting.append(attempt)
+                    return
+            for limiter in limiters:
+                limiter.active += 1
         node = attempt.node
         runner = self.runner
         started = self._started if attempt.control.seconds is not None else None
