@@ -267,6 +267,68 @@ def test_detached_worker_is_replaced_and_ends_after_its_job() -> None:
     pool.shutdown(wait=True)
 
 
+def test_run_next_job_runs_in_the_same_worker_without_waking_another() -> None:
+    pool = Pool(4, keep_finished=False)
+    threads: list[tuple[str, threading.Thread]] = []
+    done = threading.Event()
+    follow = Job(lambda: threads.append(("follow", threading.current_thread())), None, lambda _job: done.set())
+    first = Job(
+        lambda: threads.append(("first", threading.current_thread())),
+        None,
+        lambda job: pool.run_next(follow, job),
+    )
+    pool.run(first)
+    assert done.wait(WAIT)
+    assert [name for name, _ in threads] == ["first", "follow"]
+    assert threads[0][1] is threads[1][1]
+    assert pool.threads_started == 1  # nobody else was needed
+    pool.join()  # the handed-over job was counted as outstanding until it ran
+
+
+def test_run_next_job_of_a_detached_worker_goes_to_another_worker() -> None:
+    pool = Pool(1, keep_finished=False)
+    release = threading.Event()
+    started = threading.Event()
+    ran_in: list[threading.Thread] = []
+    done = threading.Event()
+    follow = Job(lambda: ran_in.append(threading.current_thread()), None, lambda _job: done.set())
+
+    def stuck() -> None:
+        started.set()
+        release.wait(WAIT)
+
+    stuck_job = Job(stuck, None, lambda job: pool.run_next(follow, job))
+    pool.run(stuck_job)
+    assert started.wait(WAIT)
+    stuck_thread = next(t for t in threading.enumerate() if t.name.startswith("nextpipe-worker-"))
+    pool.detach(stuck_thread)
+    release.set()
+    assert done.wait(WAIT)
+    assert ran_in and ran_in[0] is not stuck_thread  # the detached worker ended after its own job
+    stuck_thread.join(WAIT)
+    assert not stuck_thread.is_alive()
+    pool.join()
+
+
+def test_run_next_job_is_dropped_after_shutdown() -> None:
+    pool = Pool(1, keep_finished=False)
+    release = threading.Event()
+    started = threading.Event()
+    ran: list[str] = []
+    follow = Job(lambda: ran.append("follow"), None, None)
+
+    def blocked() -> None:
+        started.set()
+        release.wait(WAIT)
+
+    pool.run(Job(blocked, None, lambda job: pool.run_next(follow, job)))
+    assert started.wait(WAIT)
+    pool.shutdown(wait=False)
+    release.set()
+    pool.join()  # returns: the dropped job is no longer outstanding
+    assert ran == []
+
+
 # ---------------------------------------------------------------------------- retries
 
 
