@@ -114,6 +114,7 @@ class Controller:
     def __init__(self, runner: Any):
         self.runner = runner
         self.timers = Timers()
+        self._on_time_limit = self._timed_out  # one bound method for every timer of the run
         self._app_limiters = {app_id: Limiter(limit) for app_id, limit in (runner.config.app_concurrency or {}).items()}
 
     def stop(self) -> None:
@@ -207,7 +208,7 @@ class Controller:
         """Start callback of a time-limited attempt: only its thread touches it until the timer exists."""
         attempt = job.args[2]
         attempt.thread = threading.current_thread()  # the worker to give up on at the limit
-        attempt.timer = self.timers.call_later(attempt.control.seconds, self._timed_out, attempt)
+        attempt.timer = self.timers.call_later(attempt.control.seconds, self._on_time_limit, attempt)
 
     def _done(self, job: Job) -> None:
         attempt = job.args[2]

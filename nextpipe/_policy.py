@@ -109,7 +109,8 @@ class Timers:
     """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, list[Any]]] = []  # (deadline, tie-breaker, [callback or None, args])
+        # Entries are the handles: [deadline, tie-breaker, callback or None, args] (one object per call).
+        self._heap: list[list[Any]] = []
         self._sequence = itertools.count()  # ties never compare the callbacks
         self._lock = threading.Lock()  # taken directly where no wait or notify follows (cheaper than the condition)
         self._condition = threading.Condition(self._lock)
@@ -137,16 +138,15 @@ class Timers:
         list
             A handle for :meth:`cancel`.
         """
-        handle = [callback, args]
-        entry = (time.monotonic() + seconds, next(self._sequence), handle)
+        handle = [time.monotonic() + seconds, next(self._sequence), callback, args]
         with self._lock:
             if self._stopped:
                 return handle
-            heapq.heappush(self._heap, entry)
+            heapq.heappush(self._heap, handle)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name=f"{THREAD_NAME_PREFIX}timers", daemon=True)
                 self._thread.start()
-            elif self._heap[0] is entry:
+            elif self._heap[0] is handle:
                 self._condition.notify()
         return handle
 
@@ -161,7 +161,7 @@ class Timers:
             What :meth:`call_later` returned; ``None`` is ignored.
         """
         if handle is not None:
-            handle[0] = None
+            handle[2] = None
 
     def stop(self) -> None:
         """Drop every pending call and end the thread; later calls of :meth:`call_later` do nothing."""
@@ -181,7 +181,7 @@ class Timers:
                         continue
                     wait = self._heap[0][0] - time.monotonic()
                     if wait <= 0:
-                        callback, args = heapq.heappop(self._heap)[2]
+                        _, _, callback, args = heapq.heappop(self._heap)
                         break
                     self._condition.wait(wait)
             if callback is not None:
