@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from ._execution import execute_node
-from ._policy import Limiter, Timers, retry_delay, should_retry
+from ._policy import Deadlines, Limiter, Timers, retry_delay, should_retry
 from .errors import AppRunError, StepTimeoutError
 from .graph import FlowNode, FlowStep
 from .threads import Job
@@ -56,12 +56,13 @@ class _Stopped(Exception):
 class _StepControl:
     """The settings of one controlled step for one run, with its limiters."""
 
-    __slots__ = ("allow_failure", "is_app", "limiters", "retry", "seconds", "tolerate_app_runs")
+    __slots__ = ("allow_failure", "deadlines", "is_app", "limiters", "retry", "seconds", "tolerate_app_runs")
 
-    def __init__(self, step: FlowStep, config: Any, limiters: tuple[Limiter, ...]):
+    def __init__(self, step: FlowStep, config: Any, limiters: tuple[Limiter, ...], deadlines: Deadlines | None):
         definition = step.definition
         self.retry = definition.retry
-        self.seconds = definition.timeout.seconds if definition.timeout is not None else None
+        self.deadlines = deadlines  # the time limits of the step's attempts, when it has @timeout
+        self.seconds = deadlines.seconds if deadlines is not None else None
         self.allow_failure = definition.allow_failure is not None
         self.is_app = definition.is_app()
         self.tolerate_app_runs = self.is_app and config.tolerate_failed_app_runs
@@ -84,7 +85,6 @@ class _Attempt:
 
     # Class defaults: a new attempt sets four attributes only (the fan-out path makes one per node).
     thread: threading.Thread | None = None
-    timer: list[Any] | None = None
     finished = False
     worker_done = False
     follow_up: _Attempt | None = None
@@ -114,7 +114,6 @@ class Controller:
     def __init__(self, runner: Any):
         self.runner = runner
         self.timers = Timers()
-        self._on_time_limit = self._timed_out  # one bound method for every timer of the run
         self._app_limiters = {app_id: Limiter(limit) for app_id, limit in (runner.config.app_concurrency or {}).items()}
 
     def stop(self) -> None:
@@ -147,7 +146,9 @@ class Controller:
         app_id = definition.get_app_id()
         if app_id in self._app_limiters and definition.app.bypass_result is None:  # a bypass makes no run
             limiters.append(self._app_limiters[app_id])
-        return _StepControl(step, self.runner.config, tuple(limiters))
+        timeout = definition.timeout
+        deadlines = Deadlines(self.timers, timeout.seconds, self._timed_out) if timeout is not None else None
+        return _StepControl(step, self.runner.config, tuple(limiters), deadlines)
 
     # ---------------------------------------------------------------- limits
 
@@ -205,16 +206,17 @@ class Controller:
         return execute_node(runner.spec, node, args, attempt)
 
     def _started(self, job: Job) -> None:
-        """Start callback of a time-limited attempt: only its thread touches it until the timer exists."""
+        """Start callback of a time-limited attempt: its limit starts."""
         attempt = job.args[2]
         attempt.thread = threading.current_thread()  # the worker to give up on at the limit
-        attempt.timer = self.timers.call_later(attempt.control.seconds, self._on_time_limit, attempt)
+        attempt.control.deadlines.add(attempt)
 
     def _done(self, job: Job) -> None:
         attempt = job.args[2]
         node = attempt.node
         if job.error is None:
-            if attempt.timer is None and not attempt.control.limiters:  # nothing to settle: no timer races this
+            control = attempt.control
+            if control.seconds is None and not control.limiters:  # nothing to settle: no time limit races this
                 node._finished = time.perf_counter()
                 self.runner._node_ended(node, job.result)
             else:  # settled in the runner's lock section that records the result: one lock per node
@@ -229,7 +231,7 @@ class Controller:
 
     def _locked_settle(self, attempt: _Attempt, job: Job, finished: float | None = None) -> bool:
         """
-        Settle an attempt whose worker returned: cancel its timer and give back its places. Return whether
+        Settle an attempt whose worker returned: it no longer times out, and gives back its places. Return whether
         its outcome counts, that is whether it is still the live attempt of a node of a run that goes on;
         if so, ``finished`` (a ``perf_counter`` reading), when given, becomes the node's end.
         """
@@ -243,8 +245,6 @@ class Controller:
         if not self._live(node):
             return False
         attempt.finished = True
-        if attempt.timer is not None:
-            Timers.cancel(attempt.timer)
         if attempt.control.limiters:
             self._locked_release(attempt, job)
         if finished is not None:
@@ -252,6 +252,8 @@ class Controller:
         return True
 
     def _timed_out(self, attempt: _Attempt) -> None:
+        if attempt.finished:  # most attempts end in time (read without the lock: it never turns false again)
+            return
         node = attempt.node
         runner = self.runner
         with runner.lock_running:

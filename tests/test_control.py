@@ -27,7 +27,7 @@ from nextpipe import (
     step,
     timeout,
 )
-from nextpipe._policy import Timers, retry_delay, should_retry
+from nextpipe._policy import Deadlines, Timers, retry_delay, should_retry
 from nextpipe.decorators import AllowFailure, Concurrency, Retry, Timeout
 from nextpipe.errors import AppRunError, StepTimeoutError
 from nextpipe.flow import STATUS_FAILED, STATUS_PENDING, STATUS_RUNNING, STATUS_SUCCEEDED, FlowDefinitionError
@@ -223,17 +223,15 @@ def test_retry_filter_takes_types_and_predicates() -> None:
     assert not should_retry(Retry(3, 0, 1, None, 0, (broken,)), RuntimeError("x"))
 
 
-def test_timers_fire_in_order_cancel_and_stop() -> None:
+def test_timers_fire_in_order_and_stop() -> None:
     timers = Timers()
     fired: list[str] = []
     blocking, unblock, done = threading.Event(), threading.Event(), threading.Event()
     timers.call_later(0.0, lambda: (blocking.set(), unblock.wait(WAIT)))
     assert blocking.wait(WAIT)  # the timer thread is busy: the calls below all come due before it looks again
     timers.call_later(0.02, lambda: fired.append("late"))
-    handle = timers.call_later(0.01, lambda: fired.append("canceled"))
     timers.call_later(0.0, lambda: fired.append("first"))
     timers.call_later(0.03, done.set)
-    Timers.cancel(handle)
     time.sleep(0.05)
     unblock.set()
     assert done.wait(WAIT)
@@ -242,6 +240,32 @@ def test_timers_fire_in_order_cancel_and_stop() -> None:
     timers.call_later(0.0, lambda: fired.append("after stop"))
     time.sleep(0.02)
     assert fired == ["first", "late"]
+
+
+def test_deadlines_expire_every_item_in_order_after_its_limit() -> None:
+    timers = Timers()
+    expired: list[tuple[str, float]] = []
+    all_due = threading.Event()
+
+    def expire(item: tuple[str, float]) -> None:
+        expired.append((item[0], time.monotonic() - item[1]))
+        if len(expired) == 3:
+            all_due.set()
+
+    deadlines = Deadlines(timers, 0.05, expire)
+    deadlines.add(("a", time.monotonic()))
+    deadlines.add(("b", time.monotonic()))
+    time.sleep(0.03)
+    deadlines.add(("c", time.monotonic()))  # its limit ends after the timer thread served the first two
+    assert all_due.wait(WAIT)
+    assert [name for name, _ in expired] == ["a", "b", "c"]
+    assert all(age >= 0.05 for _, age in expired)
+    deadlines.add(("d", time.monotonic()))  # the queue ran empty: a new item arms the timer again
+    deadline = time.monotonic() + WAIT
+    while len(expired) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [name for name, _ in expired] == ["a", "b", "c", "d"]
+    timers.stop()
 
 
 def test_detached_worker_is_replaced_and_ends_after_its_job() -> None:
