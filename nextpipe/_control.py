@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._execution import execute_node
-from ._policy import Limiter, Timers, retry_delay, should_retry
+from ._policy import Deadlines, Limiter, Timers, retry_delay, should_retry
 from .errors import AppRunError, StepTimeoutError
 from .graph import FlowNode, FlowStep
 from .threads import Job
@@ -57,12 +57,13 @@ class _Stopped(Exception):
 class _StepControl:
     """The settings of one controlled step for one run, with its limiters."""
 
-    __slots__ = ("allow_failure", "is_app", "limiters", "retry", "seconds", "tolerate_app_runs")
+    __slots__ = ("allow_failure", "deadlines", "is_app", "limiters", "retry", "seconds", "tolerate_app_runs")
 
-    def __init__(self, step: FlowStep, config: Any, limiters: tuple[Limiter, ...]):
+    def __init__(self, step: FlowStep, config: Any, limiters: tuple[Limiter, ...], deadlines: Deadlines | None):
         definition = step.definition
         self.retry = definition.retry
-        self.seconds = definition.timeout.seconds if definition.timeout is not None else None
+        self.deadlines = deadlines  # the time limits of the step's attempts, when it has @timeout
+        self.seconds = deadlines.seconds if deadlines is not None else None
         self.allow_failure = definition.allow_failure is not None
         self.is_app = definition.is_app()
         self.tolerate_app_runs = self.is_app and config.tolerate_failed_app_runs
@@ -85,7 +86,6 @@ class _Attempt:
 
     # Class defaults: a new attempt sets four attributes only (the fan-out path makes one per node).
     thread: threading.Thread | None = None
-    timer: list[Any] | None = None
     finished = False
     worker_done = False
     follow_up: _Attempt | None = None
@@ -147,28 +147,40 @@ class Controller:
         app_id = definition.get_app_id()
         if app_id in self._app_limiters and definition.app.bypass_result is None:  # a bypass makes no run
             limiters.append(self._app_limiters[app_id])
-        return _StepControl(step, self.runner.config, tuple(limiters))
+        timeout = definition.timeout
+        deadlines = Deadlines(self.timers, timeout.seconds, self._timed_out) if timeout is not None else None
+        return _StepControl(step, self.runner.config, tuple(limiters), deadlines)
 
     # ---------------------------------------------------------------- limits
 
-    def _locked_admit(self, attempt: _Attempt) -> None:
-        """Submit the attempt when every limit has room, else queue it at the first full one."""
+    def _locked_admit(self, attempt: _Attempt, after: Job | None = None) -> None:
+        """
+        Submit the attempt when every limit has room, else queue it at the first full one. With ``after``
+        (a job whose done callback is running), the worker of that job takes the attempt next, with no hand-off.
+        """
         limiters = attempt.control.limiters
-        for limiter in limiters:
-            if limiter.active >= limiter.limit:
-                limiter.waiting.append(attempt)
-                return
-        for limiter in limiters:
-            limiter.active += 1
+        if limiters:
+            for limiter in limiters:
+                if limiter.active >= limiter.limit:
+                    limiter.waiting.append(attempt)
+                    return
+            for limiter in limiters:
+                limiter.active += 1
         node = attempt.node
         runner = self.runner
         started = self._started if attempt.control.seconds is not None else None
         target = runner._run_node if attempt.number == 1 else self._run_again
         runner._running[node] = job = Job(target, started, self._done, (node, attempt.args, attempt), node.id, node)
-        runner.pool.run(job)
+        if after is None:
+            runner.pool.run(job)
+        else:
+            runner.pool.run_next(job, after)
 
-    def _locked_release(self, attempt: _Attempt) -> None:
-        """Give back the attempt's places and admit the attempts waiting for them, in arrival order."""
+    def _locked_release(self, attempt: _Attempt, after: Job | None = None) -> None:
+        """
+        Give back the attempt's places and admit the attempts waiting for them, in arrival order; the first
+        one admitted runs next in the worker of ``after`` (see ``_locked_admit``), which saves a thread wake-up.
+        """
         limiters = attempt.control.limiters
         for limiter in limiters:
             limiter.active -= 1
@@ -176,7 +188,8 @@ class Controller:
             return
         for limiter in limiters:
             while limiter.waiting and limiter.active < limiter.limit:
-                self._locked_admit(limiter.waiting.popleft())
+                self._locked_admit(limiter.waiting.popleft(), after)
+                after = None
 
     def _live(self, node: FlowNode) -> bool:
         """Whether the node still belongs to a run that goes on (lock held)."""
@@ -197,42 +210,54 @@ class Controller:
         return execute_node(runner.spec, node, args, attempt)
 
     def _started(self, job: Job) -> None:
-        """Start callback of a time-limited attempt: only its thread touches it until the timer exists."""
+        """Start callback of a time-limited attempt: its limit starts."""
         attempt = job.args[2]
         attempt.thread = threading.current_thread()  # the worker to give up on at the limit
-        attempt.timer = self.timers.call_later(attempt.control.seconds, lambda: self._timed_out(attempt))
+        attempt.control.deadlines.add(attempt)
 
     def _done(self, job: Job) -> None:
         attempt = job.args[2]
         node = attempt.node
-        if job.error is None and attempt.timer is None:
-            # No timer races this thread for the attempt: the runner records it, giving back its places.
-            node._finished = time.perf_counter()
-            release = functools.partial(self._locked_release, attempt) if attempt.control.limiters else None
-            self.runner._node_ended(node, job.result, release=release)
+        if job.error is None:
+            control = attempt.control
+            if control.seconds is None and not control.limiters:  # nothing to settle: no time limit races this
+                node._finished = time.perf_counter()
+                self.runner._node_ended(node, job.result)
+            else:  # settled in the runner's lock section that records the result: one lock per node
+                settle = functools.partial(self._locked_settle, attempt, job, time.perf_counter())
+                self.runner._node_ended(node, job.result, settle=settle)
             return
         with self.runner.lock_running:
-            attempt.worker_done = True
-            if attempt.finished:  # abandoned at its time limit: its outcome is decided, its result ignored
-                if attempt.follow_up is not None and self._live(node):
-                    node.cancel = False
-                    self._locked_admit(attempt.follow_up)
+            if not self._locked_settle(attempt, job):
                 return
-            if not self._live(node):
-                return
-            attempt.finished = True
-            if attempt.timer is not None:
-                Timers.cancel(attempt.timer)
-            if attempt.control.limiters:
-                self._locked_release(attempt)
-            delay = None if job.error is None else self._locked_retry(attempt, job.error)
-        if job.error is None:
-            node._finished = time.perf_counter()
-            self.runner._node_ended(node, job.result)
-        else:
-            self._conclude(attempt, job.error, delay)
+            delay = self._locked_retry(attempt, job.error)
+        self._conclude(attempt, job.error, delay)
+
+    def _locked_settle(self, attempt: _Attempt, job: Job, finished: float | None = None) -> bool:
+        """
+        Settle an attempt whose worker returned: it no longer times out, and gives back its places. Return whether
+        its outcome counts, that is whether it is still the live attempt of a node of a run that goes on;
+        if so, ``finished`` (a ``perf_counter`` reading), when given, becomes the node's end.
+        """
+        attempt.worker_done = True
+        node = attempt.node
+        if attempt.finished:  # abandoned at its time limit: its outcome is decided, its result ignored
+            if attempt.follow_up is not None and self._live(node):
+                node.cancel = False
+                self._locked_admit(attempt.follow_up)
+            return False
+        if not self._live(node):
+            return False
+        attempt.finished = True
+        if attempt.control.limiters:
+            self._locked_release(attempt, job)
+        if finished is not None:
+            node._finished = finished
+        return True
 
     def _timed_out(self, attempt: _Attempt) -> None:
+        if attempt.finished:  # most attempts end in time (read without the lock: it never turns false again)
+            return
         node = attempt.node
         runner = self.runner
         with runner.lock_running:
@@ -298,7 +323,7 @@ class Controller:
             if hooks.node_retry:
                 hooks.emit("node_retry", runner.spec, node, error, attempt.number, delay)
             following = _Attempt(node, attempt.args, attempt.control, attempt.number + 1)
-            self.timers.call_later(delay, lambda: self._retry(attempt, following))  # after the hooks saw the retry
+            self.timers.call_later(delay, self._retry, attempt, following)  # after the hooks saw the retry
             return
         node._finished = time.perf_counter()
         if attempt.control.tolerates(error):

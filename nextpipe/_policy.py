@@ -109,53 +109,39 @@ class Timers:
     """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, list[Any]]] = []  # (deadline, tie-breaker, [callback or None])
+        self._heap: list[tuple[float, int, Callable[..., None], tuple]] = []  # (deadline, tie-breaker, callback, args)
         self._sequence = itertools.count()  # ties never compare the callbacks
-        self._condition = threading.Condition()
+        self._lock = threading.Lock()  # taken directly where no wait or notify follows (cheaper than the condition)
+        self._condition = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._stopped = False
 
-    def call_later(self, seconds: float, callback: Callable[[], None]) -> list[Any]:
+    def call_later(self, seconds: float, callback: Callable[..., None], *args: Any) -> None:
         """
-        Call ``callback`` in the timer thread after ``seconds``.
+        Call ``callback(*args)`` in the timer thread after ``seconds``.
+
+        A push is O(log n) in the pending calls and wakes the timer thread
+        only when the new call is due before all others.
 
         Parameters
         ----------
         seconds : float
             Delay in seconds.
-        callback : Callable[[], None]
+        callback : Callable
             What to call; an exception it raises is logged.
-
-        Returns
-        -------
-        list
-            A handle for :meth:`cancel`.
+        *args : Any
+            Its arguments.
         """
-        handle = [callback]
-        entry = (time.monotonic() + seconds, next(self._sequence), handle)
-        with self._condition:
+        entry = (time.monotonic() + seconds, next(self._sequence), callback, args)
+        with self._lock:
             if self._stopped:
-                return handle
+                return
             heapq.heappush(self._heap, entry)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name=f"{THREAD_NAME_PREFIX}timers", daemon=True)
                 self._thread.start()
             elif self._heap[0] is entry:
                 self._condition.notify()
-        return handle
-
-    @staticmethod
-    def cancel(handle: list[Any] | None) -> None:
-        """
-        Make a pending call not happen.
-
-        Parameters
-        ----------
-        handle : list or None
-            What :meth:`call_later` returned; ``None`` is ignored.
-        """
-        if handle is not None:
-            handle[0] = None
 
     def stop(self) -> None:
         """Drop every pending call and end the thread; later calls of :meth:`call_later` do nothing."""
@@ -175,11 +161,72 @@ class Timers:
                         continue
                     wait = self._heap[0][0] - time.monotonic()
                     if wait <= 0:
-                        callback = heapq.heappop(self._heap)[2][0]
+                        _, _, callback, args = heapq.heappop(self._heap)
                         break
                     self._condition.wait(wait)
-            if callback is not None:
-                try:
-                    callback()
-                except Exception as error:  # a timer must outlive one bad callback
-                    log_internal(f"A timed action failed: {type(error).__name__}: {error}")
+            try:
+                callback(*args)
+            except Exception as error:  # a timer must outlive one bad callback
+                log_internal(f"A timed action failed: {type(error).__name__}: {error}")
+
+
+class Deadlines:
+    """
+    Time limits of one length, served by a :class:`Timers` thread.
+
+    Items are kept in the order they were added, which is also the order
+    their limits come due, so a start is an append (no heap, no timer entry
+    of its own) and the timer thread is armed for the first pending item
+    only. Every item comes due, also one whose work ended in time: the
+    ``expire`` callback tells them apart.
+
+    Parameters
+    ----------
+    timers : Timers
+        The thread that waits.
+    seconds : float
+        The limit, in seconds.
+    expire : Callable[[Any], None]
+        Called in the timer thread with each item whose limit passed, in order.
+    """
+
+    def __init__(self, timers: Timers, seconds: float, expire: Callable[[Any], None]):
+        self.seconds = seconds
+        self._timers = timers
+        self._expire = expire
+        self._items: deque[tuple[float, Any]] = deque()  # (deadline, item), deadlines ascending
+        self._lock = threading.Lock()
+        self._armed = False  # a call of _check is pending
+
+    def add(self, item: Any) -> None:
+        """
+        Start the limit of ``item`` now.
+
+        Parameters
+        ----------
+        item : Any
+            What ``expire`` receives once the limit passed.
+        """
+        with self._lock:
+            self._items.append((time.monotonic() + self.seconds, item))
+            if self._armed:
+                return
+            self._armed = True
+        self._timers.call_later(self.seconds, self._check)
+
+    def _check(self) -> None:
+        now = time.monotonic()
+        due = []
+        with self._lock:
+            items = self._items
+            while items and items[0][0] <= now:
+                due.append(items.popleft()[1])
+            wait = items[0][0] - now if items else None
+            self._armed = wait is not None
+        if wait is not None:
+            self._timers.call_later(wait, self._check)
+        for item in due:
+            try:
+                self._expire(item)
+            except Exception as error:  # the others still come due
+                log_internal(f"A timed action failed: {type(error).__name__}: {error}")

@@ -347,18 +347,19 @@ class Runner:
         node: FlowNode,
         result: Any,
         tolerated: BaseException | None = None,
-        release: Callable[[], None] | None = None,
+        settle: Callable[[], bool] | None = None,
     ) -> None:
         """
         Record a node that succeeded, or that failed with ``tolerated`` without failing the flow
-        (``@allow_failure``: its result is ``None``), and start what this makes ready. ``release``
-        is called under the lock first (a controlled node gives back its concurrency places).
+        (``@allow_failure``: its result is ``None``), and start what this makes ready. ``settle`` is
+        called under the lock first: the controller settles the node's attempt there (its timer, its
+        concurrency places); a false return (the attempt is no longer the node's live one) records nothing.
         """
         with self.lock_running:
-            if self._stopping or self._running.pop(node, None) is None:  # the flow is ending, or an old run's node
+            if self._stopping or (settle is not None and not settle()):
                 return
-            if release is not None:
-                release()
+            if self._running.pop(node, None) is None:  # an old run's node
+                return
             node.result = result
             if tolerated is None:
                 node.status = STATUS_SUCCEEDED

@@ -52,6 +52,8 @@ class Job:
         What ``target`` (or the start callback) raised.
     """
 
+    _successor: Job | None = None  # set by Pool.run_next(): what the same worker runs next
+
     def __init__(
         self,
         target: Callable[..., Any],
@@ -117,6 +119,7 @@ class Pool:
         self._queued = 0  # jobs submitted and not yet taken by a worker
         self._outstanding = 0  # jobs submitted and not yet finished
         self._detached: set[threading.Thread] = set()  # workers given up on; they end after their job
+        self._closed = False  # shut down: jobs handed over by run_next() are dropped too
         self.threads_started = 0
 
     def run(self, job: Job) -> None:
@@ -134,6 +137,23 @@ class Pool:
             if self._queued > self._idle and len(self._workers) < self.max_threads:
                 self._start_worker()
         self._work.put(job)
+
+    def run_next(self, job: Job, after: Job) -> None:
+        """
+        Submit a job for the worker running ``after`` to take once ``after`` finished, with no hand-off
+        between threads (nor a thread woken); call it from ``after``'s done callback. If that worker
+        was detached meanwhile, the job goes to the queue instead.
+
+        Parameters
+        ----------
+        job : Job
+            The job to run.
+        after : Job
+            The job whose done callback is running.
+        """
+        with self._lock:
+            self._outstanding += 1
+        after._successor = job
 
     def wait_one(self, timeout: float | None = None) -> Job | None:
         """
@@ -190,6 +210,7 @@ class Pool:
             Whether to wait until the worker threads have ended.
         """
         with self._lock:
+            self._closed = True
             workers, self._workers = self._workers, []
             # Drop jobs no worker has taken yet, so that sentinels are seen at once.
             while True:
@@ -229,20 +250,27 @@ class Pool:
                     self._queued -= 1
             if job is None:
                 return
-            if job.name is not None:
-                thread.name = THREAD_NAME_PREFIX + job.name
-            try:
-                job.run()
-            finally:
-                thread.name = idle_name
-                with self._lock:
-                    self._outstanding -= 1
-                    if self._outstanding == 0:
-                        self._all_done.notify_all()
-                    detached = bool(self._detached) and thread in self._detached
-                    if detached:
-                        self._detached.discard(thread)
-                if self._finished is not None:
-                    self._finished.put(job)
-            if detached:
-                return
+            while job is not None:  # the job, then those handed to this worker by run_next()
+                if job.name is not None:
+                    thread.name = THREAD_NAME_PREFIX + job.name
+                try:
+                    job.run()
+                finally:
+                    thread.name = idle_name
+                    successor = job._successor
+                    with self._lock:
+                        self._outstanding -= 1
+                        detached = bool(self._detached) and thread in self._detached
+                        if detached:
+                            self._detached.discard(thread)
+                        if successor is not None and (detached or self._closed):
+                            self._outstanding -= 1  # submitted again below, or dropped like a queued job
+                        if self._outstanding == 0:
+                            self._all_done.notify_all()
+                    if self._finished is not None:
+                        self._finished.put(job)
+                if detached:
+                    if successor is not None and not self._closed:
+                        self.run(successor)  # another worker takes it
+                    return
+                job = successor if not self._closed else None

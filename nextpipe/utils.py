@@ -130,31 +130,35 @@ _console = _console_handler()
 
 def _only_console(source: logging.Logger) -> bool:
     """Whether a record of ``source`` would meet no filter and no handler but the default one, as nextpipe set it up."""
-    reached = False
     current: logging.Logger | None = source
-    while current is not None:
-        handlers = current.handlers
-        if current.filters:
+    while current is not logger:  # a descendant of nextpipe's logger (nextpipe.step): nothing of its own
+        if current is None or current.filters or current.handlers or not current.propagate:
             return False
-        if current is logger:
-            if len(handlers) != 1 or handlers[0] is not _console:
-                return False
-            reached = True
-        elif handlers:
+        current = current.parent
+    handlers = logger.handlers
+    if logger.filters or len(handlers) != 1 or handlers[0] is not _console:
+        return False
+    current = logger.parent if logger.propagate else None
+    while current is not None:
+        if current.filters or current.handlers:
             return False
         current = current.parent if current.propagate else None
-    return reached and not _console.filters and _console.formatter is _FORMATTER and _console.level <= logging.INFO
+    return not _console.filters and _console.formatter is _FORMATTER and _console.level <= logging.INFO
 
 
 def _log(source: logging.Logger, step: str, message: str, attributes: dict[str, Any] | None = None) -> None:
     """Log at INFO with ``step`` and ``attributes`` as record attributes; never raises (the caller checks the level)."""
-    # The usual case, nobody configured logging: write the line the record would have become (a record costs ~10x).
+    # The usual case, nobody configured logging: write the line the record would have become (a record costs ~10x),
+    # as ConsoleHandler.write would, inlined (this runs for every node).
     if _only_console(source):
-        with _console.lock:
-            try:
-                _console.write(f"[{step}] {message}")
-            except Exception:  # a broken stderr must not fail the flow
-                pass
+        stream = sys.stderr
+        if stream is not None:
+            with _console.lock:
+                try:
+                    stream.write(f"[{step}] {message}\n")
+                    stream.flush()
+                except Exception:  # a broken stderr must not fail the flow
+                    pass
         return
     try:
         source.info(message, extra={"step": step, **(attributes or {})}, stacklevel=3)

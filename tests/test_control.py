@@ -27,7 +27,7 @@ from nextpipe import (
     step,
     timeout,
 )
-from nextpipe._policy import Timers, retry_delay, should_retry
+from nextpipe._policy import Deadlines, Timers, retry_delay, should_retry
 from nextpipe.decorators import AllowFailure, Concurrency, Retry, Timeout
 from nextpipe.errors import AppRunError, StepTimeoutError
 from nextpipe.flow import STATUS_FAILED, STATUS_PENDING, STATUS_RUNNING, STATUS_SUCCEEDED, FlowDefinitionError
@@ -223,17 +223,15 @@ def test_retry_filter_takes_types_and_predicates() -> None:
     assert not should_retry(Retry(3, 0, 1, None, 0, (broken,)), RuntimeError("x"))
 
 
-def test_timers_fire_in_order_cancel_and_stop() -> None:
+def test_timers_fire_in_order_and_stop() -> None:
     timers = Timers()
     fired: list[str] = []
     blocking, unblock, done = threading.Event(), threading.Event(), threading.Event()
     timers.call_later(0.0, lambda: (blocking.set(), unblock.wait(WAIT)))
     assert blocking.wait(WAIT)  # the timer thread is busy: the calls below all come due before it looks again
     timers.call_later(0.02, lambda: fired.append("late"))
-    handle = timers.call_later(0.01, lambda: fired.append("canceled"))
     timers.call_later(0.0, lambda: fired.append("first"))
     timers.call_later(0.03, done.set)
-    Timers.cancel(handle)
     time.sleep(0.05)
     unblock.set()
     assert done.wait(WAIT)
@@ -242,6 +240,32 @@ def test_timers_fire_in_order_cancel_and_stop() -> None:
     timers.call_later(0.0, lambda: fired.append("after stop"))
     time.sleep(0.02)
     assert fired == ["first", "late"]
+
+
+def test_deadlines_expire_every_item_in_order_after_its_limit() -> None:
+    timers = Timers()
+    expired: list[tuple[str, float]] = []
+    all_due = threading.Event()
+
+    def expire(item: tuple[str, float]) -> None:
+        expired.append((item[0], time.monotonic() - item[1]))
+        if len(expired) == 3:
+            all_due.set()
+
+    deadlines = Deadlines(timers, 0.05, expire)
+    deadlines.add(("a", time.monotonic()))
+    deadlines.add(("b", time.monotonic()))
+    time.sleep(0.03)
+    deadlines.add(("c", time.monotonic()))  # its limit ends after the timer thread served the first two
+    assert all_due.wait(WAIT)
+    assert [name for name, _ in expired] == ["a", "b", "c"]
+    assert all(age >= 0.05 for _, age in expired)
+    deadlines.add(("d", time.monotonic()))  # the queue ran empty: a new item arms the timer again
+    deadline = time.monotonic() + WAIT
+    while len(expired) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [name for name, _ in expired] == ["a", "b", "c", "d"]
+    timers.stop()
 
 
 def test_detached_worker_is_replaced_and_ends_after_its_job() -> None:
@@ -265,6 +289,68 @@ def test_detached_worker_is_replaced_and_ends_after_its_job() -> None:
     stuck_thread[0].join(WAIT)
     assert not stuck_thread[0].is_alive()
     pool.shutdown(wait=True)
+
+
+def test_run_next_job_runs_in_the_same_worker_without_waking_another() -> None:
+    pool = Pool(4, keep_finished=False)
+    threads: list[tuple[str, threading.Thread]] = []
+    done = threading.Event()
+    follow = Job(lambda: threads.append(("follow", threading.current_thread())), None, lambda _job: done.set())
+    first = Job(
+        lambda: threads.append(("first", threading.current_thread())),
+        None,
+        lambda job: pool.run_next(follow, job),
+    )
+    pool.run(first)
+    assert done.wait(WAIT)
+    assert [name for name, _ in threads] == ["first", "follow"]
+    assert threads[0][1] is threads[1][1]
+    assert pool.threads_started == 1  # nobody else was needed
+    pool.join()  # the handed-over job was counted as outstanding until it ran
+
+
+def test_run_next_job_of_a_detached_worker_goes_to_another_worker() -> None:
+    pool = Pool(1, keep_finished=False)
+    release = threading.Event()
+    started = threading.Event()
+    ran_in: list[threading.Thread] = []
+    done = threading.Event()
+    follow = Job(lambda: ran_in.append(threading.current_thread()), None, lambda _job: done.set())
+
+    def stuck() -> None:
+        started.set()
+        release.wait(WAIT)
+
+    stuck_job = Job(stuck, None, lambda job: pool.run_next(follow, job))
+    pool.run(stuck_job)
+    assert started.wait(WAIT)
+    stuck_thread = next(t for t in threading.enumerate() if t.name.startswith("nextpipe-worker-"))
+    pool.detach(stuck_thread)
+    release.set()
+    assert done.wait(WAIT)
+    assert ran_in and ran_in[0] is not stuck_thread  # the detached worker ended after its own job
+    stuck_thread.join(WAIT)
+    assert not stuck_thread.is_alive()
+    pool.join()
+
+
+def test_run_next_job_is_dropped_after_shutdown() -> None:
+    pool = Pool(1, keep_finished=False)
+    release = threading.Event()
+    started = threading.Event()
+    ran: list[str] = []
+    follow = Job(lambda: ran.append("follow"), None, None)
+
+    def blocked() -> None:
+        started.set()
+        release.wait(WAIT)
+
+    pool.run(Job(blocked, None, lambda job: pool.run_next(follow, job)))
+    assert started.wait(WAIT)
+    pool.shutdown(wait=False)
+    release.set()
+    pool.join()  # returns: the dropped job is no longer outstanding
+    assert ran == []
 
 
 # ---------------------------------------------------------------------------- retries
