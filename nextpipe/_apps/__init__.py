@@ -17,6 +17,14 @@ from ..constants import ENV_LOCAL_APPS
 from ..graph import FlowDefinitionError, FlowGraph, FlowNode
 
 
+class PollingStopped(Exception):
+    """
+    Raised by nextpipe's polling ``stop`` callbacks to end the SDK's polling of a run.
+
+    The SDK's own way, a callback returning True, prints "polling | stop condition met" on stderr for every run.
+    """
+
+
 def parse_local_apps(value: str) -> dict[str, str]:
     """
     Parse a ``NEXTPIPE_LOCAL_APPS`` value.

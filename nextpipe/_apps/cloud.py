@@ -55,8 +55,10 @@ class CloudApp:
 
         Raises
         ------
+        PollingStopped
+            When nextpipe's polling ``stop`` callback stopped it.
         AttributeError
-            When the polling ``stop`` callback returned True (the SDK's way to say it stopped).
+            When a user's polling ``stop`` callback returned True (the SDK's way to say it stopped).
         """
         return self.sdk_app.run_result_with_polling(run_id=run_id, polling_options=polling, output_dir_path=output_dir)
 

@@ -167,13 +167,14 @@ class LocalApp:
 
         Raises
         ------
+        PollingStopped
+            When nextpipe's polling ``stop`` callback stopped it.
         AttributeError
-            When the polling ``stop`` callback returned True (the SDK's way to say it stopped).
+            When a user's polling ``stop`` callback returned True (the SDK's way to say it stopped).
         """
         executor = self._executors[run_id]
-        stop = polling.stop or (lambda: False)
         if executor is not None:
-            polling.stop = lambda: stop() or executor.poll() is not None
+            polling.stop = functools.partial(_stop_when_ended, polling.stop or (lambda: False), executor)
         try:
             result = _retrying_torn_reads(
                 polling,
@@ -181,10 +182,7 @@ class LocalApp:
                     run_id=run_id, polling_options=polling, output_dir_path=output_dir
                 ),
             )
-        except AttributeError:  # the SDK's poll gave None: a stop
-            if executor is None or stop():
-                raise
-            # The executor ended; it records the run's final state before it does.
+        except _ExecutorEnded:  # it records the run's final state before it ends
             with self._stopping:
                 state = self._state(run_id)
                 if state is None or state["metadata"]["status_v2"] not in FINAL_STATES:
@@ -266,6 +264,18 @@ class LocalApp:
             except OSError:
                 return None
         return None
+
+
+class _ExecutorEnded(Exception):
+    """The run's executor process ended: the run's state is final, or the executor died."""
+
+
+def _stop_when_ended(stop: Callable[[], bool], executor: subprocess.Popen) -> bool:
+    if stop():
+        return True
+    if executor.poll() is not None:
+        raise _ExecutorEnded
+    return False
 
 
 def _retrying_torn_reads(polling: nextmv.PollingOptions, poll: Callable[[], Any]) -> Any:

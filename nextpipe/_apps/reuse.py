@@ -14,6 +14,7 @@ from typing import Any
 
 import nextmv
 
+from ..errors import AppRunError
 from ..graph import FlowNode
 from ..run_cache import CacheEntry, cache_key, directory_digest
 from ..utils import log_internal
@@ -60,6 +61,11 @@ def lookup_run(
         The cache key (``None`` when the step does not use the cache), and the
         reused run's result with the fresh directory holding its output files
         (``None`` when a new run is needed).
+
+    Raises
+    ------
+    AppRunError
+        When the node was stopped (its attempt timed out, or the flow stopped) while the stored run was read.
     """
     cache = flow_spec.run_cache
     if cache is None:
@@ -95,6 +101,9 @@ def lookup_run(
     except BaseException:
         shutil.rmtree(output_dir, ignore_errors=True)
         raise
+    if node.cancel:  # the attempt timed out, or the flow stopped, while the platform answered: reuse nothing
+        shutil.rmtree(output_dir, ignore_errors=True)
+        raise AppRunError(f"reusing run {entry.run_id} of app {entry.app_id} was stopped", entry.app_id)
     if problem is not None:
         log_internal(f"Not reusing run {entry.run_id} for app step {node.id}: {problem}. Making a new run.")
         shutil.rmtree(output_dir, ignore_errors=True)

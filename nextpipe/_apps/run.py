@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import functools
 import os
 import shutil
 import tempfile
@@ -27,6 +28,7 @@ from ..errors import AppRunError
 from ..graph import FlowNode
 from ..schema import AppRunConfig
 from ..utils import log, log_internal
+from . import PollingStopped
 from .cloud import CloudApp
 from .local import LocalApp
 from .reuse import lookup_run, record_run
@@ -113,7 +115,8 @@ def fetch_result(
     """
     try:
         result = app.run_result_with_polling(run_id, polling, output_dir)
-    except AttributeError:  # the SDK's poll returns None when the stop callback fired, then fails reading it
+    # A user's stop callback returning True makes the SDK's poll return None, which it then fails to read.
+    except (PollingStopped, AttributeError):
         raise AppRunError(f"run {run_id} of app {app.app_id} was stopped", app.app_id, run_id) from None
     except Exception as error:
         raise AppRunError(
@@ -263,8 +266,12 @@ def run_app(flow_spec: Any, node: FlowNode, app_input: Any) -> Any:
         relay = None
         if settings.emit_live_logs:
             log_internal(f"Emitting live logs for app step {node.id} ...")
+            # Its own copy of the polling options, taken before fetching the result adds to them.
             relay = threading.Thread(
-                target=_relay_logs, args=(app, run_id, node, polling), name=f"nextpipe-logs-{node.id}", daemon=True
+                target=_relay_logs,
+                args=(app, run_id, node, copy.copy(polling)),
+                name=f"nextpipe-logs-{node.id}",
+                daemon=True,
             )
             relay.start()
         try:
@@ -314,8 +321,14 @@ def _polling_options(node: FlowNode, options: nextmv.PollingOptions | None, app:
     else:
         polling = copy.deepcopy(options)
     if polling.stop is None:
-        polling.stop = lambda: node.cancel
+        polling.stop = functools.partial(_stop_when_canceled, node)
     return polling
+
+
+def _stop_when_canceled(node: FlowNode) -> bool:
+    if node.cancel:
+        raise PollingStopped
+    return False
 
 
 def _bypass(settings: Any) -> Any:
@@ -402,7 +415,7 @@ def _open_app(flow_spec: Any, app_id: str, instance_id: str) -> App:
 
 def _relay_logs(app: App, run_id: str, node: FlowNode, polling: nextmv.PollingOptions) -> None:
     try:
-        app.run_logs_with_polling(run_id, copy.copy(polling), lambda entry: log(app.log_text(entry), step_name=node.id))
+        app.run_logs_with_polling(run_id, polling, lambda entry: log(app.log_text(entry), step_name=node.id))
     except Exception as error:  # logs are a convenience: never fail the node for them
         if not node.cancel:
             log(f"Live logs of run {run_id} stopped: {error}", step_name=node.id)
