@@ -166,7 +166,8 @@ class FlowNode:
         Set when the flow failed or was interrupted while the node ran; an app
         node stops polling and cancels its run.
     cancel_run : Callable or None
-        Set by an app node while its run is in progress: cancels the run.
+        Set by an app node once its run exists: cancels the run if it is still in progress and removes the
+        node's output directory; called only when the node's result is not wanted.
     run_created : threading.Event or None
         Set by an app node while it creates its run; the event is set once the run exists (or creation failed).
     run_created_at, run_finished_at : datetime.datetime or None
