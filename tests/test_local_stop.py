@@ -68,7 +68,7 @@ def alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie, ended but not yet collected by its parent, does not)."""
     try:
         stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or gone between the open and the read
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
@@ -177,13 +177,14 @@ def children() -> set[int]:
     """This process's children."""
     pids = set()
     for task in pathlib.Path("/proc/self/task").iterdir():
-        pids.update(int(pid) for pid in (task / "children").read_text().split())
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # a thread that ended meanwhile
+            pids.update(int(pid) for pid in (task / "children").read_text().split())
     return pids
 
 
 def command(pid: int) -> str:
     """The command line of a process (empty while it is being started)."""
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
         return pathlib.Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ").strip()
     return ""
 
