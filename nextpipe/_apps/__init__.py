@@ -11,6 +11,7 @@ checking a flow's local app mapping costs nothing.
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Any
 
 from ..constants import ENV_LOCAL_APPS
@@ -23,6 +24,15 @@ class PollingStopped(Exception):
 
     The SDK's own way, a callback returning True, prints "polling | stop condition met" on stderr for every run.
     """
+
+
+OUTPUT_DIR_PREFIX = "nextpipe_output_"
+"""Prefix of the temporary directories that receive an app node's output files (as in the original)."""
+
+
+def new_output_dir() -> str:
+    """A fresh private (0700) temporary directory for an app node's output files; the caller removes it."""
+    return tempfile.mkdtemp(prefix=OUTPUT_DIR_PREFIX)
 
 
 def parse_local_apps(value: str) -> dict[str, str]:

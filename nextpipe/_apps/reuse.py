@@ -8,7 +8,6 @@ A stored run is reused only when it still exists where it ran, succeeded, and
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from typing import Any
 
@@ -18,6 +17,7 @@ from ..errors import AppRunError
 from ..graph import FlowNode
 from ..run_cache import CacheEntry, cache_key, directory_digest
 from ..utils import log_internal
+from . import new_output_dir
 from .cloud import CloudApp
 from .local import LocalApp
 
@@ -95,7 +95,7 @@ def lookup_run(
     entry = cache.get(key)
     if entry is None:
         return key, None
-    output_dir = tempfile.mkdtemp(prefix="nextpipe_output_")
+    output_dir = new_output_dir()
     try:
         result, problem = _fetch(app, entry.run_id, output_dir)
     except BaseException:

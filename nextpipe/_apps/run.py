@@ -15,7 +15,6 @@ import datetime
 import functools
 import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -28,7 +27,7 @@ from ..errors import AppRunError
 from ..graph import FlowNode
 from ..schema import AppRunConfig
 from ..utils import log, log_internal
-from . import PollingStopped
+from . import PollingStopped, new_output_dir
 from .cloud import CloudApp
 from .local import LocalApp
 from .reuse import lookup_run, record_run
@@ -206,7 +205,7 @@ class _RunHandle:
         self.output_dir = ""
         self.stop = _once(self._stop)
         try:
-            self.output_dir = tempfile.mkdtemp(prefix="nextpipe_output_")
+            self.output_dir = new_output_dir()
         except BaseException:
             self.stop()
             raise
@@ -350,7 +349,7 @@ def _bypass(settings: Any) -> Any:
     result = nextmv.RunResult(id="bypassed-run", name="bypassed-run", description="", user_email="", metadata=metadata)
     result.output = settings.bypass_result  # assigned, not validated: a bypass output may be any value
     if isinstance(result.output, str) and os.path.isdir(result.output):
-        output_dir = tempfile.mkdtemp(prefix="nextpipe_output_")
+        output_dir = new_output_dir()
         try:
             _copy_tree(result.output, output_dir)
         except BaseException:
