@@ -38,10 +38,11 @@ from .threads import Job, Pool
 from .utils import THREAD_NAME_PREFIX, _error_text, log_internal
 
 RUN_CREATION_GRACE = 5.0
-"""Most seconds a failing flow waits for app runs being created, so that it can cancel them."""
+"""Most seconds a failing flow waits for an app run being created, so that it can cancel it."""
 RUN_CANCEL_GRACE = 5.0
-"""Most seconds a failing or interrupted flow waits for the cancel requests of its runs, sent all at once: the
-SDK's own timeout (20 s) and, over HTTPS, its retries (up to 10 tries per request) would hold the end far longer."""
+"""Most seconds in all that a failing or interrupted flow waits for its runs being created and their cancel
+requests, sent all at once: the SDK's own timeout (20 s) and, over HTTPS, its retries (up to 10 tries per request)
+would hold the end far longer."""
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -425,25 +426,38 @@ class Runner:
             node.error = node.error or "canceled: the flow failed or was interrupted"
             node.done = True
             node._finished = now
-        # A run still being created is canceled by its own worker as soon as it exists: wait for that, briefly.
-        deadline = time.monotonic() + RUN_CREATION_GRACE
-        for node in running:
-            if node.run_created is not None:
-                node.run_created.wait(max(0.0, deadline - time.monotonic()))
+        # One thread per app node, all at once and within one deadline: each waits for a run still being created
+        # (its worker cancels it as soon as it exists), then cancels the run. A platform that does not answer
+        # cannot hold the end of the flow longer than RUN_CANCEL_GRACE.
         cancels = [
-            threading.Thread(target=node.cancel_run, name=f"{THREAD_NAME_PREFIX}{node.id}", daemon=True)
+            (node, threading.Thread(target=_cancel_run_of, args=(node,), name=f"{THREAD_NAME_PREFIX}{node.id}"))
             for node in running
-            if node.cancel_run is not None
+            if node.run_created is not None or node.cancel_run is not None
         ]
-        for thread in cancels:
+        for _, thread in cancels:
+            thread.daemon = True
             thread.start()
         deadline = time.monotonic() + RUN_CANCEL_GRACE
-        for thread in cancels:
+        for node, thread in cancels:
             thread.join(max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():  # the platform does not answer: the flow ends all the same
-                node_id = thread.name[len(THREAD_NAME_PREFIX) :]
-                log_internal(f"Gave up waiting for the cancel request of node {node_id}.")
+            if not thread.is_alive():
+                continue
+            if node.run_created is not None and not node.run_created.is_set():
+                log_internal(
+                    f"Gave up waiting for the run of node {node.id} being created: it is canceled once it exists, "
+                    "if this process still runs."
+                )
+            else:
+                log_internal(f"Gave up waiting for the cancel request of node {node.id}.")
         self._changed()
+
+
+def _cancel_run_of(node: FlowNode) -> None:
+    """Cancel a node's run, after waiting (at most RUN_CREATION_GRACE) for a run still being created."""
+    if node.run_created is not None:
+        node.run_created.wait(RUN_CREATION_GRACE)
+    if node.cancel_run is not None:
+        node.cancel_run()
 
 
 def _user_traceback(error: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""Findings of a last pass as a new user (break5): what a user saw go wrong, as failing tests."""
+"""Findings of a last pass as a new user: each test failed before its fix."""
 
 from __future__ import annotations
 
@@ -6,10 +6,13 @@ import logging
 import time
 
 import pytest
-from emulator_fixtures import fast_polling
-from platform_emulator import PlatformEmulator
 
-from nextpipe import FlowSpec, app, foreach, needs, step
+pytest.register_assert_rewrite("emulator_fixtures")  # before its import: it is also loaded as a pytest plugin
+
+from emulator_fixtures import fast_polling  # noqa: E402
+from platform_emulator import PlatformEmulator  # noqa: E402
+
+from nextpipe import FlowSpec, app, foreach, needs, step  # noqa: E402
 
 pytest_plugins = ["emulator_fixtures"]
 
@@ -44,7 +47,7 @@ def test_slow_run_creation_and_hanging_cancels_do_not_add_up(
     emu = platform_env
     emu.hold_runs(True, app_id="slow")
     emu.set_delay(1.5, method="POST", path_regex=r"^/v1/applications/slow/runs$")
-    emu.set_delay(30, method="PATCH", path_regex=r".*/cancel$")
+    emu.set_delay(3, method="PATCH", path_regex=r".*/cancel$")  # answered, but after the grace
     monkeypatch.setattr("nextpipe._runner.RUN_CREATION_GRACE", 2.0)
     monkeypatch.setattr("nextpipe._runner.RUN_CANCEL_GRACE", 2.0)
 
