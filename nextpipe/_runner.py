@@ -1,8 +1,9 @@
 """
 Scheduling: runs a flow's nodes on a thread pool as their inputs become ready.
 
-Scheduling is driven by node completions, with no timer anywhere: the thread
-that called ``run()`` starts the start steps and then sleeps on an event; the
+Scheduling is driven by node completions, never by a timer: the thread that
+called ``run()`` starts the start steps and then sleeps on an event (waking
+only to let a signal through, see ``SIGNAL_CHECK_INTERVAL``); the
 worker that finishes a node records its result and starts every step that this
 makes ready, then takes the next job itself (so a chain never waits for a
 thread hand-off). All scheduling state changes under one lock. A failure, an
@@ -37,6 +38,8 @@ from .hooks import RunHooks
 from .threads import Job, Pool
 from .utils import THREAD_NAME_PREFIX, _error_text, log_internal
 
+SIGNAL_CHECK_INTERVAL = 0.2
+"""Seconds between two wake-ups of the thread that waits in ``run()``, so that a signal reaches it in time."""
 RUN_CREATION_GRACE = 5.0
 """Most seconds a failing flow waits for an app run being created, so that it can cancel it."""
 RUN_CANCEL_GRACE = 5.0
@@ -214,7 +217,10 @@ class Runner:
         try:
             if self._schedule(self.graph.start_steps):
                 self._ended.set()
-            self._ended.wait()
+            # Woken now and then: a Ctrl-C or SIGTERM that the kernel hands to a worker thread only sets a flag,
+            # which the main thread checks when it wakes; without a timeout it would wait for the flow's end.
+            while not self._ended.wait(SIGNAL_CHECK_INTERVAL):
+                pass
             if self._error is not None:
                 raise self._error
         except BaseException as error:
