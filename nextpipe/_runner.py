@@ -40,8 +40,6 @@ from .utils import THREAD_NAME_PREFIX, _error_text, log_internal
 
 SIGNAL_CHECK_INTERVAL = 0.2
 """Seconds between two wake-ups of the thread that waits in ``run()``, so that a signal reaches it in time."""
-RUN_CREATION_GRACE = 5.0
-"""Most seconds a failing flow waits for an app run being created, so that it can cancel it."""
 RUN_CANCEL_GRACE = 5.0
 """Most seconds in all that a failing or interrupted flow waits for its runs being created and their cancel
 requests, sent all at once: the SDK's own timeout (20 s) and, over HTTPS, its retries (up to 10 tries per request)
@@ -459,9 +457,9 @@ class Runner:
 
 
 def _cancel_run_of(node: FlowNode) -> None:
-    """Cancel a node's run, after waiting (at most RUN_CREATION_GRACE) for a run still being created."""
+    """Cancel a node's run, once a run still being created exists (its worker sets ``run_created`` in any case)."""
     if node.run_created is not None:
-        node.run_created.wait(RUN_CREATION_GRACE)
+        node.run_created.wait()
     if node.cancel_run is not None:
         node.cancel_run()
 

@@ -42,13 +42,12 @@ def test_slow_run_creation_and_hanging_cancels_do_not_add_up(
     platform_env: PlatformEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # docs/app-steps.md: "run() waits for them at most 5 s". With run creation answered after 1.5 s and cancels
-    # hanging, run() waited the creation (up to RUN_CREATION_GRACE) and then a full RUN_CANCEL_GRACE on top:
+    # hanging, run() waited the creation (up to 5 s) and then a full RUN_CANCEL_GRACE on top:
     # ~7 s with the defaults and creation 2 s late, up to 10 s.
     emu = platform_env
     emu.hold_runs(True, app_id="slow")
     emu.set_delay(2.5, method="POST", path_regex=r"^/v1/applications/slow/runs$")
     emu.set_delay(3, method="PATCH", path_regex=r".*/cancel$")  # answered, but after the grace
-    monkeypatch.setattr("nextpipe._runner.RUN_CREATION_GRACE", 3.0)
     monkeypatch.setattr("nextpipe._runner.RUN_CANCEL_GRACE", 3.0)
 
     started = time.monotonic()
@@ -62,12 +61,11 @@ def test_slow_run_creation_and_hanging_cancels_do_not_add_up(
 def test_giving_up_on_a_run_still_being_created_is_logged(
     platform_env: PlatformEmulator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # A run whose creation outlasts RUN_CREATION_GRACE is canceled only later, if the process still lives; run()
+    # A run whose creation outlasts RUN_CANCEL_GRACE is canceled only later, if the process still lives; run()
     # returned silently, while a hanging cancel is logged ("Gave up waiting for the cancel request of node ...").
     emu = platform_env
     emu.hold_runs(True, app_id="slow")
     emu.set_delay(3, method="POST", path_regex=r"^/v1/applications/slow/runs$")
-    monkeypatch.setattr("nextpipe._runner.RUN_CREATION_GRACE", 0.5)
     monkeypatch.setattr("nextpipe._runner.RUN_CANCEL_GRACE", 0.5)
 
     with caplog.at_level(logging.DEBUG), pytest.raises(RuntimeError, match=r"^Flow failed: Step boom failed: boom$"):
